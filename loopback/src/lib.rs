@@ -1,0 +1,17 @@
+//! Loopback addresses for czctl and its test cluster.
+//!
+//! Linux routes all of 127.0.0.0/8 to `lo`, so every 127.x.y.z can be bound without setup.
+//! Several programs on one machine carve addresses out of that space at once (concurrent czctl
+//! sessions, test clusters), so the space is split into /16 blocks that a process leases with
+//! an advisory file lock: the lock lives as long as the [`BlockLease`] value, and dies with the
+//! process, so a crash never leaks a block.
+//!
+//! # Layout
+//! - [`lease`]: exclusive, crash-safe leases of 127.B.0.0/16 blocks shared by all processes.
+//! - [`ranges`]: which blocks belong to whom (czctl's service addresses, kubesim's pods and
+//!   cluster IPs), so the users never collide.
+
+pub mod lease;
+pub mod ranges;
+
+pub use lease::{BlockLease, LeaseError};
