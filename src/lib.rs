@@ -1,12 +1,30 @@
 //! czctl: develop against a remote Kubernetes cluster from a laptop.
 //!
 //! # Layout
-//! - [`cli`]: the command-line definition (clap only); commands appear as they start working.
+//! - [`cli`]: the command-line definition (clap only).
+//! - [`app`]: the composition root: arguments → configured command.
+//! - [`cluster`]: the Kubernetes client, the watchers and the model they feed.
+//! - [`forward`]: listeners, pod picking, per-connection streams, the port-forward transport.
+//! - [`hosts`]: the marked block czctl owns in the hosts file.
+//! - [`teleport`]: `namespace teleport`: plan, engine, report.
+//! - [`exit`]: exit codes and the error type that carries them.
 //!
-//! The pipeline that the next modules implement (see README.md and `../shared/DESIGN.md`):
+//! Address allocation lives in the `loopback` crate (shared by concurrent runs via a registry).
+//!
+//! # Data flow
 //! ```text
-//! kube API ──watch──▶ model ──▶ address allocator (loopback/) ──▶ hosts-file block
-//!                          └──▶ listeners ──accept──▶ pod picker ──▶ port-forward stream ──▶ pod
+//! kube API ──watch──▶ cluster::watch ──Change──▶ cluster::model ──view──▶ teleport::plan
+//!                                                                      │
+//!       teleport::engine ◀──────────────────────────────────────────────┘
+//!         ├─▶ loopback::alloc (one address per Service / StatefulSet pod)
+//!         ├─▶ hosts (one marked block, re-read before every write)
+//!         └─▶ forward::listener ──accept──▶ forward::conn ──picker──▶ transport ──▶ pod
 //! ```
 
+pub mod app;
 pub mod cli;
+pub mod cluster;
+pub mod exit;
+pub mod forward;
+pub mod hosts;
+pub mod teleport;

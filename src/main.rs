@@ -1,7 +1,36 @@
-//! The `czctl` binary: parse arguments and hand over to the library.
+//! The `czctl` binary: parse arguments, set up logging, hand over to the library.
 
 use clap::Parser;
 
-fn main() {
-    let _cli = czctl::cli::Cli::parse();
+fn main() -> std::process::ExitCode {
+    let cli = czctl::cli::Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{level},kube=warn"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
+    // kube's TLS and ours use ring; choose it explicitly so rustls never has to guess.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("czctl: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(czctl::exit::Code::Local as u8);
+        }
+    };
+    match runtime.block_on(czctl::app::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(fatal) => {
+            eprintln!("czctl: {fatal}");
+            std::process::ExitCode::from(fatal.code as u8)
+        }
+    }
 }

@@ -7,11 +7,16 @@
 //! process, so a crash never leaks a block.
 //!
 //! # Layout
+//! - [`alloc`]: one stable 127.B.x.y address per key (`CONTEXT/NAMESPACE/SERVICE[/POD]`),
+//!   derived from a hash of the key and kept collision-free between all czctl processes by a
+//!   shared, flock-protected registry.
 //! - [`lease`]: exclusive, crash-safe leases of 127.B.0.0/16 blocks shared by all processes.
 //! - [`ranges`]: which blocks belong to whom (czctl's service addresses, kubesim's pods and
 //!   cluster IPs), so the users never collide.
 
+pub mod alloc;
 pub mod lease;
 pub mod ranges;
 
+pub use alloc::{preferred, AllocError, Entry, Registry};
 pub use lease::{BlockLease, LeaseError};

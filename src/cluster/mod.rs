@@ -1,0 +1,9 @@
+//! Everything that talks to the Kubernetes API: the client, the watchers and the model they feed.
+//!
+//! - [`client`]: kubeconfig resolution and client construction.
+//! - [`model`]: Services and EndpointSlices → what czctl forwards (pure).
+//! - [`watch`]: watchers that feed the model.
+
+pub mod client;
+pub mod model;
+pub mod watch;

@@ -1,0 +1,158 @@
+//! Watchers: one per namespace for Services and one for EndpointSlices, feeding the engine.
+//!
+//! kube-runtime's watcher lists, then watches, and relists with backoff after errors or a 410;
+//! this module turns its events into model [`Change`]s plus a [`WatchEvent::Synced`] marker at
+//! the end of every (re)list, so the engine can drop what disappeared while it was not looking.
+
+use std::collections::HashSet;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use tokio::sync::mpsc;
+
+use super::model::{Change, ObjectKey};
+
+/// Which resource a watcher follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Services.
+    Services,
+    /// EndpointSlices.
+    EndpointSlices,
+}
+
+impl Kind {
+    /// The plural resource name, for messages.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Services => "services",
+            Kind::EndpointSlices => "endpointslices",
+        }
+    }
+}
+
+/// What the watchers tell the engine.
+#[derive(Debug)]
+pub enum WatchEvent {
+    /// An object changed.
+    Change(Change),
+    /// A (re)list of `kind` in `namespace` finished: these are all the objects there are.
+    Synced {
+        /// The namespace.
+        namespace: String,
+        /// The resource.
+        kind: Kind,
+        /// Every object the list returned.
+        present: HashSet<ObjectKey>,
+    },
+    /// The watch failed; it retries with backoff.
+    Failed {
+        /// The namespace.
+        namespace: String,
+        /// The resource.
+        kind: Kind,
+        /// The error.
+        error: watcher::Error,
+    },
+}
+
+/// Starts the watchers of one namespace; they run until the receiver is dropped.
+pub fn spawn(client: &Client, namespace: &str, labels: Option<&str>, tx: mpsc::Sender<WatchEvent>) {
+    let mut config = watcher::Config::default();
+    if let Some(labels) = labels {
+        config = config.labels(labels);
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    tokio::spawn(run(
+        services,
+        namespace.to_string(),
+        Kind::Services,
+        config,
+        tx.clone(),
+    ));
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    tokio::spawn(run(
+        slices,
+        namespace.to_string(),
+        Kind::EndpointSlices,
+        watcher::Config::default(),
+        tx,
+    ));
+}
+
+trait Watched:
+    Resource + Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + 'static
+{
+    fn applied(self) -> Change;
+    fn deleted(key: ObjectKey) -> Change;
+}
+
+impl Watched for Service {
+    fn applied(self) -> Change {
+        Change::ServiceApplied(Box::new(self))
+    }
+    fn deleted(key: ObjectKey) -> Change {
+        Change::ServiceDeleted(key)
+    }
+}
+
+impl Watched for EndpointSlice {
+    fn applied(self) -> Change {
+        Change::SliceApplied(Box::new(self))
+    }
+    fn deleted(key: ObjectKey) -> Change {
+        Change::SliceDeleted(key)
+    }
+}
+
+async fn run<K>(
+    api: Api<K>,
+    namespace: String,
+    kind: Kind,
+    config: watcher::Config,
+    tx: mpsc::Sender<WatchEvent>,
+) where
+    K: Watched,
+{
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut listing: HashSet<ObjectKey> = HashSet::new();
+    while let Some(event) = stream.next().await {
+        let out = match event {
+            Ok(Event::Init) => {
+                listing.clear();
+                continue;
+            }
+            Ok(Event::InitApply(obj)) => {
+                listing.insert(key(&obj));
+                WatchEvent::Change(obj.applied())
+            }
+            Ok(Event::InitDone) => WatchEvent::Synced {
+                namespace: namespace.clone(),
+                kind,
+                present: std::mem::take(&mut listing),
+            },
+            Ok(Event::Apply(obj)) => WatchEvent::Change(obj.applied()),
+            Ok(Event::Delete(obj)) => WatchEvent::Change(K::deleted(key(&obj))),
+            Err(error) => WatchEvent::Failed {
+                namespace: namespace.clone(),
+                kind,
+                error,
+            },
+        };
+        if tx.send(out).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn key<K: Resource>(obj: &K) -> ObjectKey {
+    let meta = obj.meta();
+    ObjectKey::new(
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or(""),
+    )
+}

@@ -1,0 +1,58 @@
+//! Listeners: bound synchronously (so an address can be tested and claimed in one step), then
+//! served by one accept task each until cancelled.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::conn;
+use super::target::Target;
+use super::transport::Transport;
+
+/// Binds `addr:port` (non-blocking, ready for the runtime).
+pub fn bind(addr: Ipv4Addr, port: u16) -> std::io::Result<StdListener> {
+    let listener = StdListener::bind(SocketAddr::from((addr, port)))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves a bound listener until `stop` is cancelled; each connection gets its own task.
+pub fn serve(
+    listener: StdListener,
+    target: Arc<Target>,
+    transport: Arc<dyn Transport>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let port = listener.local_addr()?.port();
+    let listener = TcpListener::from_std(listener)?;
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = conn::serve(stream, target.clone(), port, transport.clone());
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = conn => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(service = %target.service, error = %e, "accept failed");
+                    // Out of file descriptors and similar: don't spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! The port-forward transport: one small interface, so the WebSocket v4 transport of kube-rs
+//! can be joined by a multiplexed SPDY one without touching the forwarding logic.
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, Client};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+/// A byte stream to a pod port.
+pub trait PodIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> PodIo for T {}
+
+/// An opened stream and the error report of the pod side.
+pub struct Opened {
+    /// Bytes to and from the pod port.
+    pub stream: Box<dyn PodIo>,
+    /// Resolves with the kubelet's error text if forwarding fails (for example the port is
+    /// refused), or with `None` when the stream ends without one.
+    pub failure: BoxFuture<'static, Option<String>>,
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The API server refused: the pod is gone (404) or the right is missing (403).
+    #[error("{message}")]
+    Refused {
+        /// HTTP status code.
+        code: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// Anything else (connection to the API server, protocol).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TransportError {
+    /// The caller lacks the `create pods/portforward` right: retrying other pods won't help.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, TransportError::Refused { code: 403, .. })
+    }
+}
+
+/// Opens streams to pod ports.
+pub trait Transport: Send + Sync + 'static {
+    /// A stream to `port` of `pod` in `namespace`.
+    fn open(
+        &self,
+        namespace: &str,
+        pod: &str,
+        port: u16,
+    ) -> BoxFuture<'static, Result<Opened, TransportError>>;
+}
+
+/// kube-rs's pod port-forward over WebSocket (`v4.channel.k8s.io`): one upgrade per stream.
+/// It cannot half-close: when the client stops sending, the pod never sees EOF.
+pub struct KubeWebSocket {
+    client: Client,
+}
+
+impl KubeWebSocket {
+    /// A transport using `client`.
+    pub fn new(client: Client) -> Self {
+        KubeWebSocket { client }
+    }
+}
+
+impl Transport for KubeWebSocket {
+    fn open(
+        &self,
+        namespace: &str,
+        pod: &str,
+        port: u16,
+    ) -> BoxFuture<'static, Result<Opened, TransportError>> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let pod = pod.to_string();
+        async move {
+            let mut forwarder = api.portforward(&pod, &[port]).await.map_err(|e| match e {
+                kube::Error::Api(status) => TransportError::Refused {
+                    code: status.code,
+                    message: status.message.clone(),
+                },
+                other => TransportError::Other(other.to_string()),
+            })?;
+            let stream = forwarder
+                .take_stream(port)
+                .ok_or_else(|| TransportError::Other("port-forward returned no stream".into()))?;
+            let failure = forwarder.take_error(port);
+            tokio::spawn(async move {
+                if let Err(e) = forwarder.join().await {
+                    debug!(pod, port, error = %e, "port-forward ended");
+                }
+            });
+            let failure = match failure {
+                Some(f) => f.boxed(),
+                None => futures_util::future::ready(None).boxed(),
+            };
+            Ok(Opened {
+                stream: Box::new(stream),
+                failure,
+            })
+        }
+        .boxed()
+    }
+}

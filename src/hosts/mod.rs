@@ -1,0 +1,40 @@
+//! The hosts-file block: how czctl makes `echo.demo` resolve to its loopback address.
+//!
+//! # Format
+//! czctl owns one marked block per session; the markers carry the session id and the pid of the
+//! process that keeps the block up to date:
+//! ```text
+//! # czctl begin session=tp-3k9x2 pid=4242 -- added by czctl; removed when the session ends
+//! 127.12.34.56  echo echo.demo echo.demo.svc echo.demo.svc.cluster.local
+//! # czctl end session=tp-3k9x2
+//! ```
+//! A tab separates the address from the names. Each line holds one address and at most
+//! [`NAMES_PER_LINE`] names; an address with more names gets several lines. Names and session
+//! ids are validated when [`Entry`] and [`BlockId`] are built, so nothing can inject lines.
+//!
+//! # Guarantees
+//! - Every line outside czctl's blocks is kept byte for byte, including edits other programs
+//!   make while czctl runs: the file is re-read before every write and only the block is spliced.
+//!   CRLF lines and a missing final newline are kept; removing a block restores the file.
+//! - Writes are atomic (temporary file, then rename, keeping mode and owner), falling back to an
+//!   in-place rewrite with fsync when the file cannot be renamed over (bind mounts in containers
+//!   and WSL). A write is retried when the file changes between read and write.
+//! - [`HostsFile::backup_once`] keeps a copy of the original per session in the state directory.
+//! - A terminated block whose owner pid is dead is stale; [`HostsFile::remove_stale`] removes it
+//!   and says so. A begin marker without its end marker is never touched, only reported, so a
+//!   damaged file can never make czctl delete the lines after it.
+//!
+//! # Layout
+//! - [`block`](mod@block): pure text operations (render, parse, splice, stale removal); no I/O.
+//! - [`file`](mod@file): reading, writing and backing up the file; no policy.
+//! - `replace`: the primitives below it: staged temporary file + rename, in-place rewrite.
+
+pub mod block;
+pub mod file;
+mod replace;
+
+pub use block::{
+    parse_blocks, remove_stale, render, splice, BlockId, Entry, FoundBlock, InvalidInput,
+    NAMES_PER_LINE,
+};
+pub use file::{HostsError, HostsFile, Outcome, StaleCleanup, WriteMethod};

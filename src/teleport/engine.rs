@@ -1,0 +1,323 @@
+//! The teleport engine: applies watch events to the model, turns the plan into running
+//! listeners, addresses and hosts entries, and reports every change.
+//!
+//! All effects go through here, in one task: allocation (one registry lock per batch), binding
+//! (the bind is the "is this address free" check), hosts-file updates (one write per batch,
+//! re-reading the file first), and teardown.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::{Ipv4Addr, TcpListener as StdListener};
+use std::sync::Arc;
+
+use loopback::alloc::Registry;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::plan::{self, Desired, Naming};
+use super::report::Report;
+use crate::cluster::model::{Change, Model, ObjectKey, ServiceView};
+use crate::cluster::watch::Kind;
+use crate::forward::listener;
+use crate::forward::target::Target;
+use crate::forward::transport::Transport;
+use crate::hosts::{BlockId, Entry, HostsFile};
+
+/// One running address.
+struct Running {
+    addr: Ipv4Addr,
+    target: Arc<Target>,
+    names: Vec<String>,
+    /// Listen port → its stop token.
+    listeners: BTreeMap<u16, CancellationToken>,
+}
+
+/// Why the engine could not do what it must.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Addresses could not be allocated.
+    #[error("cannot allocate loopback addresses: {0}")]
+    Alloc(#[from] loopback::alloc::AllocError),
+    /// The hosts file could not be updated.
+    #[error("{0}")]
+    Hosts(#[from] crate::hosts::HostsError),
+}
+
+/// The running teleport.
+pub struct Engine {
+    naming: Naming,
+    model: Model,
+    registry: Registry,
+    transport: Arc<dyn Transport>,
+    hosts: HostsFile,
+    block: BlockId,
+    running: BTreeMap<String, Running>,
+    report: Report,
+}
+
+impl Engine {
+    /// An engine with nothing running yet.
+    pub fn new(
+        naming: Naming,
+        registry: Registry,
+        transport: Arc<dyn Transport>,
+        hosts: HostsFile,
+        block: BlockId,
+        report: Report,
+    ) -> Self {
+        Engine {
+            naming,
+            model: Model::default(),
+            registry,
+            transport,
+            hosts,
+            block,
+            running: BTreeMap::new(),
+            report,
+        }
+    }
+
+    /// Applies a model change; returns the Service it concerns.
+    pub fn apply(&mut self, change: Change) -> Option<ObjectKey> {
+        self.model.apply(change)
+    }
+
+    /// After a (re)list: forgets what the list no longer has; returns the Services touched.
+    pub fn synced(
+        &mut self,
+        namespace: &str,
+        kind: Kind,
+        present: &HashSet<ObjectKey>,
+    ) -> Vec<ObjectKey> {
+        let (services, slices) = self.model.keys_in(namespace);
+        let stale: Vec<Change> = match kind {
+            Kind::Services => services
+                .into_iter()
+                .filter(|k| !present.contains(k))
+                .map(Change::ServiceDeleted)
+                .collect(),
+            Kind::EndpointSlices => slices
+                .into_iter()
+                .filter(|k| !present.contains(k))
+                .map(Change::SliceDeleted)
+                .collect(),
+        };
+        stale
+            .into_iter()
+            .filter_map(|c| self.model.apply(c))
+            .collect()
+    }
+
+    /// Every Service of the given namespaces (for the first reconcile).
+    pub fn all_services(&self, namespaces: &[String]) -> Vec<ObjectKey> {
+        namespaces
+            .iter()
+            .flat_map(|ns| self.model.services_in(ns))
+            .collect()
+    }
+
+    /// Brings the running state of `services` in line with the model, then writes the hosts
+    /// file once if any name or address changed.
+    pub fn reconcile(&mut self, services: &BTreeSet<ObjectKey>) -> Result<(), EngineError> {
+        let mut wanted: BTreeMap<String, Desired> = BTreeMap::new();
+        let mut views: Vec<ServiceView> = Vec::new();
+        for key in services {
+            if let Some(view) = self.model.view(key) {
+                wanted.extend(plan::desired(&self.naming, &view));
+                views.push(view);
+            }
+        }
+        let mut hosts_dirty = false;
+        // Stop what is no longer wanted.
+        let gone: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(k, r)| services.contains(&r.target.service) && !wanted.contains_key(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &gone {
+            if let Some(running) = self.running.remove(key) {
+                for token in running.listeners.values() {
+                    token.cancel();
+                }
+                self.report
+                    .removed(key, &running.target.service, running.addr);
+                hosts_dirty = true;
+            }
+        }
+        if !gone.is_empty() {
+            self.registry.release(&gone)?;
+        }
+        // Update what runs and is still wanted; collect what is new.
+        let mut new: Vec<(String, Desired)> = Vec::new();
+        for (key, desired) in wanted {
+            match self.running.get_mut(&key) {
+                Some(running) => {
+                    hosts_dirty |=
+                        update(running, &desired, &self.transport, &mut self.report, &key);
+                }
+                None => new.push((key, desired)),
+            }
+        }
+        if !new.is_empty() {
+            hosts_dirty = true;
+            self.start(new)?;
+        }
+        for view in &views {
+            self.report.service(view);
+        }
+        if hosts_dirty {
+            self.write_hosts()?;
+        }
+        Ok(())
+    }
+
+    /// Allocates addresses for new forwards (one registry lock for all), binding their
+    /// listeners as the freeness check, and starts serving them.
+    fn start(&mut self, new: Vec<(String, Desired)>) -> Result<(), EngineError> {
+        let keys: Vec<String> = new.iter().map(|(k, _)| k.clone()).collect();
+        let ports: HashMap<&str, Vec<u16>> = new
+            .iter()
+            .map(|(k, d)| (k.as_str(), d.ports.keys().copied().collect()))
+            .collect();
+        let mut bound: HashMap<String, Vec<(u16, StdListener)>> = HashMap::new();
+        let addrs = self.registry.allocate(&keys, |key, addr| {
+            let mut listeners = Vec::new();
+            for &port in ports.get(key).map(Vec::as_slice).unwrap_or(&[]) {
+                match listener::bind(addr, port) {
+                    Ok(l) => listeners.push((port, l)),
+                    Err(_) => return false,
+                }
+            }
+            bound.insert(key.to_string(), listeners);
+            true
+        })?;
+        for ((key, desired), addr) in new.into_iter().zip(addrs) {
+            let target = Arc::new(Target::new(
+                desired.service.clone(),
+                desired.pinned.clone(),
+                desired.ports.clone(),
+                desired.backends.clone(),
+            ));
+            let mut listeners = BTreeMap::new();
+            for (port, l) in bound.remove(&key).unwrap_or_default() {
+                let stop = CancellationToken::new();
+                match listener::serve(l, target.clone(), self.transport.clone(), stop.clone()) {
+                    Ok(()) => {
+                        listeners.insert(port, stop);
+                    }
+                    Err(e) => warn!(%addr, port, error = %e, "cannot serve listener"),
+                }
+            }
+            self.report.added(&key, &desired, addr);
+            self.running.insert(
+                key,
+                Running {
+                    addr,
+                    target,
+                    names: desired.names,
+                    listeners,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn write_hosts(&mut self) -> Result<(), EngineError> {
+        let entries: Vec<Entry> = self
+            .running
+            .values()
+            .filter_map(|r| match Entry::new(r.addr, r.names.iter()) {
+                Ok(entry) => Some(entry),
+                Err(e) => {
+                    warn!(addr = %r.addr, error = %e, "name not written to the hosts file");
+                    None
+                }
+            })
+            .collect();
+        self.hosts.update(&self.block, &entries)?;
+        Ok(())
+    }
+
+    /// The running forwards, for the ready table and status.
+    pub fn running(
+        &self,
+    ) -> impl Iterator<Item = (&str, Ipv4Addr, &[String], Vec<u16>, &Arc<Target>)> {
+        self.running.iter().map(|(k, r)| {
+            (
+                k.as_str(),
+                r.addr,
+                r.names.as_slice(),
+                r.listeners.keys().copied().collect(),
+                &r.target,
+            )
+        })
+    }
+
+    /// The reporter.
+    pub fn report(&mut self) -> &mut Report {
+        &mut self.report
+    }
+
+    /// The model, for reporting services that are not forwarded.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Stops every listener, removes the hosts block and releases the addresses.
+    pub fn teardown(&mut self) -> Result<(), EngineError> {
+        let keys: Vec<String> = self.running.keys().cloned().collect();
+        for running in self.running.values() {
+            for token in running.listeners.values() {
+                token.cancel();
+            }
+        }
+        self.running.clear();
+        let hosts = self.hosts.remove(&self.block);
+        let released = self.registry.release(&keys);
+        hosts?;
+        released?;
+        Ok(())
+    }
+}
+
+/// Applies a changed plan to a running address; returns whether names changed.
+fn update(
+    running: &mut Running,
+    desired: &Desired,
+    transport: &Arc<dyn Transport>,
+    report: &mut Report,
+    key: &str,
+) -> bool {
+    if running.target.set_backends(desired.backends.clone()) {
+        report.backends(key, &desired.service, &desired.backends);
+    }
+    running.target.set_ports(desired.ports.clone());
+    for (port, token) in &running.listeners {
+        if !desired.ports.contains_key(port) {
+            token.cancel();
+        }
+    }
+    running
+        .listeners
+        .retain(|port, _| desired.ports.contains_key(port));
+    for &port in desired.ports.keys() {
+        if running.listeners.contains_key(&port) {
+            continue;
+        }
+        let stop = CancellationToken::new();
+        let served = listener::bind(running.addr, port).and_then(|l| {
+            listener::serve(l, running.target.clone(), transport.clone(), stop.clone())
+        });
+        match served {
+            Ok(()) => {
+                running.listeners.insert(port, stop);
+            }
+            Err(e) => {
+                warn!(addr = %running.addr, port, error = %e, "cannot listen on a new service port")
+            }
+        }
+    }
+    let names_changed = running.names != desired.names;
+    running.names = desired.names.clone();
+    names_changed
+}

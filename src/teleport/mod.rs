@@ -1,0 +1,349 @@
+//! `czctl namespace teleport`: every Service of the namespaces gets a loopback address, hosts
+//! names and listeners that stream to ready pods, kept live until SIGINT or SIGTERM.
+//!
+//! - [`plan`]: what should run, from the model (pure).
+//! - [`engine`]: makes it run: addresses, listeners, hosts block; teardown.
+//! - [`report`]: the ready table and change lines on stdout.
+//!
+//! Order of a run: check the hosts file is writable (nothing changes before that), build the
+//! client, check the namespaces, clean stale hosts blocks, back up the hosts file, start the
+//! watchers, wait for every first list, start everything in one batch, print the table, then
+//! follow changes. Teardown removes the block and releases the addresses.
+
+pub mod engine;
+pub mod plan;
+pub mod report;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use loopback::alloc::Registry;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::cluster::client::{self, ClientOptions};
+use crate::cluster::watch::{self, Kind, WatchEvent};
+use crate::exit::{self, Code, Fatal};
+use crate::forward::transport::KubeWebSocket;
+use crate::hosts::{BlockId, HostsFile};
+use engine::Engine;
+use plan::Naming;
+use report::Report;
+
+/// How long a burst of watch events is batched before reconciling.
+const BATCH: Duration = Duration::from_millis(20);
+
+/// Everything a teleport needs to know.
+#[derive(Debug, Clone)]
+pub struct TeleportOptions {
+    /// Namespaces; the first one's Services also get their bare names.
+    pub namespaces: Vec<String>,
+    /// Client configuration.
+    pub client: ClientOptions,
+    /// Only Services matching this label selector.
+    pub labels: Option<String>,
+    /// The hosts file to edit.
+    pub hosts_file: PathBuf,
+    /// The cluster's DNS domain.
+    pub cluster_domain: String,
+    /// czctl's state directory (hosts backups).
+    pub state_dir: PathBuf,
+    /// The address registry directory shared by all czctl runs.
+    pub registry_dir: PathBuf,
+}
+
+/// Runs a teleport until SIGINT/SIGTERM.
+pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
+    raise_file_limit();
+    let hosts = HostsFile::new(options.hosts_file.clone());
+    check_writable(&options.hosts_file)?;
+    let connected = client::connect(&options.client)
+        .await
+        .map_err(|e| Fatal::new(Code::Config, e.to_string()))?;
+    for ns in &options.namespaces {
+        check_namespace(&connected.client, ns).await?;
+    }
+    let session = session_id();
+    let pid = std::process::id();
+    let block =
+        BlockId::new(session.clone(), pid).map_err(|e| Fatal::new(Code::Failure, e.to_string()))?;
+    let local =
+        |what: &str, e: &dyn std::fmt::Display| Fatal::new(Code::Local, format!("{what}: {e}"));
+    let cleanup = hosts
+        .remove_stale(is_alive)
+        .map_err(|e| local("cannot clean the hosts file", &e))?;
+    for stale in &cleanup.removed {
+        eprintln!(
+            "czctl: removed a stale hosts block of session {} (pid {} no longer runs, {} lines)",
+            stale.session(),
+            stale.pid(),
+            stale.line_count()
+        );
+    }
+    for broken in &cleanup.unterminated {
+        eprintln!(
+            "czctl: warning: {} has a czctl begin marker without an end marker at line {}; \
+             left alone, please fix it by hand",
+            options.hosts_file.display(),
+            broken.first_line_number()
+        );
+    }
+    let backup = hosts
+        .backup_once(&options.state_dir, &block)
+        .map_err(|e| local("cannot back up the hosts file", &e))?;
+    info!(session = %session, backup = %backup.display(), "hosts file backed up");
+
+    let (tx, mut rx) = mpsc::channel(1024);
+    for ns in &options.namespaces {
+        watch::spawn(&connected.client, ns, options.labels.as_deref(), tx.clone());
+    }
+    drop(tx);
+    let naming = Naming {
+        context: connected.context.clone(),
+        first_namespace: options.namespaces[0].clone(),
+        cluster_domain: options.cluster_domain.clone(),
+    };
+    let transport = Arc::new(KubeWebSocket::new(connected.client.clone()));
+    let registry = Registry::new(options.registry_dir.clone());
+    let mut engine = Engine::new(naming, registry, transport, hosts, block, Report::default());
+
+    let mut pending: HashSet<(String, Kind)> = options
+        .namespaces
+        .iter()
+        .flat_map(|ns| {
+            [
+                (ns.clone(), Kind::Services),
+                (ns.clone(), Kind::EndpointSlices),
+            ]
+        })
+        .collect();
+    while !pending.is_empty() {
+        match rx.recv().await {
+            Some(WatchEvent::Change(change)) => {
+                engine.apply(change);
+            }
+            Some(WatchEvent::Synced {
+                namespace,
+                kind,
+                present,
+            }) => {
+                engine.synced(&namespace, kind, &present);
+                pending.remove(&(namespace, kind));
+            }
+            Some(WatchEvent::Failed {
+                namespace,
+                kind,
+                error,
+            }) => {
+                return Err(watch_failure(&namespace, kind, &error));
+            }
+            None => {
+                return Err(Fatal::new(
+                    Code::Failure,
+                    "the watchers stopped before the first list",
+                ))
+            }
+        }
+    }
+    let all: BTreeSet<_> = engine
+        .all_services(&options.namespaces)
+        .into_iter()
+        .collect();
+    let started = engine.reconcile(&all);
+    if let Err(e) = started {
+        let _ = engine.teardown();
+        return Err(Fatal::new(Code::Local, e.to_string()));
+    }
+    print_table(&mut engine, &all);
+    engine.report().go_live();
+    eprintln!(
+        "czctl: teleport ready (session {session}, {} addresses); stop with Ctrl-C",
+        engine.running().count()
+    );
+
+    let result = follow(&mut engine, &mut rx).await;
+    let teardown = engine.teardown();
+    result?;
+    teardown.map_err(|e| Fatal::new(Code::Local, format!("teardown: {e}")))
+}
+
+/// Follows watch events until a signal arrives.
+async fn follow(engine: &mut Engine, rx: &mut mpsc::Receiver<WatchEvent>) -> Result<(), Fatal> {
+    let signal_error =
+        |e: std::io::Error| Fatal::new(Code::Local, format!("cannot handle signals: {e}"));
+    let mut term = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    loop {
+        let mut dirty = BTreeSet::new();
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            event = rx.recv() => {
+                let Some(event) = event else { return Ok(()) };
+                handle(engine, event, &mut dirty);
+                tokio::time::sleep(BATCH).await;
+                while let Ok(event) = rx.try_recv() {
+                    handle(engine, event, &mut dirty);
+                }
+            }
+        }
+        if let Err(e) = engine.reconcile(&dirty) {
+            warn!(error = %e, "could not apply a change; will retry on the next one");
+        }
+    }
+}
+
+fn handle(
+    engine: &mut Engine,
+    event: WatchEvent,
+    dirty: &mut BTreeSet<crate::cluster::model::ObjectKey>,
+) {
+    match event {
+        WatchEvent::Change(change) => dirty.extend(engine.apply(change)),
+        WatchEvent::Synced {
+            namespace,
+            kind,
+            present,
+        } => dirty.extend(engine.synced(&namespace, kind, &present)),
+        WatchEvent::Failed {
+            namespace,
+            kind,
+            error,
+        } => {
+            warn!(%namespace, kind = kind.plural(), %error, "watch failed; listeners stay bound, retrying with backoff");
+        }
+    }
+}
+
+fn print_table(engine: &mut Engine, services: &BTreeSet<crate::cluster::model::ObjectKey>) {
+    let mut rows = Vec::new();
+    for (key, addr, names, ports, target) in engine.running() {
+        let label = if target.pinned.is_some() {
+            format!(
+                "{}/{}",
+                target.service,
+                key.rsplit('/').next().unwrap_or("")
+            )
+        } else {
+            target.service.to_string()
+        };
+        let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+        rows.push([label, addr.to_string(), ports.join(","), names.join(" ")]);
+    }
+    for key in services {
+        let note = engine.report().note_of(key).to_string();
+        if !note.is_empty() {
+            rows.push([key.to_string(), "-".into(), "-".into(), note]);
+        }
+    }
+    rows.sort();
+    report::table(rows);
+}
+
+fn watch_failure(namespace: &str, kind: Kind, error: &kube::runtime::watcher::Error) -> Fatal {
+    use kube::runtime::watcher::Error as W;
+    let context = format!("cannot list {} in namespace {namespace}", kind.plural());
+    match error {
+        W::InitialListFailed(e) | W::WatchStartFailed(e) => exit::from_kube(&context, e),
+        other => Fatal::new(Code::Config, format!("{context}: {other}")),
+    }
+}
+
+async fn check_namespace(client: &kube::Client, namespace: &str) -> Result<(), Fatal> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    match api.get(namespace).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(Fatal::new(
+            Code::NotFound,
+            format!("namespace {namespace:?} not found; list them with: kubectl get namespaces"),
+        )),
+        // Namespace-scoped users (capsule tenants) may not read namespaces: go on.
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
+        Err(e) => Err(exit::from_kube(
+            &format!("cannot reach the cluster to check namespace {namespace}"),
+            &e,
+        )),
+    }
+}
+
+/// Fails before anything changes when the hosts file cannot be edited.
+fn check_writable(path: &std::path::Path) -> Result<(), Fatal> {
+    match std::fs::OpenOptions::new().append(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Fatal::new(
+            Code::Local,
+            format!(
+                "cannot edit {}: permission denied. Run czctl with sudo (your kubeconfig is still read \
+                 from your home), or pass --hosts-file PATH to write the names elsewhere",
+                path.display()
+            ),
+        )),
+        Err(e) => Err(Fatal::new(Code::Local, format!("cannot open {}: {e}", path.display()))),
+    }
+}
+
+/// Whether a process runs (signal 0 probes without sending anything).
+pub fn is_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// A short random session id such as `tp-k3x9q2`.
+pub fn session_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 32);
+    let mut id = String::from("tp-");
+    for _ in 0..6 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        id.push(ALPHABET[(seed % ALPHABET.len() as u64) as usize] as char);
+    }
+    id
+}
+
+/// Raises the open-file soft limit to the hard limit: every listener and connection is a file.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_short_and_safe() {
+        let id = session_id();
+        assert!(id.starts_with("tp-") && id.len() == 9, "{id}");
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    }
+
+    #[test]
+    fn liveness() {
+        assert!(is_alive(std::process::id()));
+        assert!(!is_alive(0x7fff_fff0));
+    }
+}

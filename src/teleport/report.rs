@@ -1,0 +1,147 @@
+//! What a teleport prints on stdout: the table once everything is ready, then one line per
+//! change. Logs go to stderr; stdout stays parseable.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::Ipv4Addr;
+
+use super::plan::Desired;
+use crate::cluster::model::{Backend, NotForwarded, ObjectKey, ServiceView};
+
+/// The reporter: quiet until the ready table is printed, then a line per change.
+#[derive(Debug, Default)]
+pub struct Report {
+    live: bool,
+    notes: HashMap<ObjectKey, String>,
+}
+
+fn ports_text(ports: impl Iterator<Item = u16>) -> String {
+    let list: Vec<String> = ports.map(|p| p.to_string()).collect();
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(",")
+    }
+}
+
+fn say(line: String) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (a script stopped reading) must not stop forwarding.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+impl Report {
+    /// From now on every change is printed.
+    pub fn go_live(&mut self) {
+        self.live = true;
+    }
+
+    /// A new address started.
+    pub fn added(&mut self, key: &str, desired: &Desired, addr: Ipv4Addr) {
+        if self.live {
+            say(format!(
+                "added {} {addr} ports {} names {}",
+                label(key, &desired.service),
+                ports_text(desired.ports.keys().copied()),
+                desired.names.join(",")
+            ));
+        }
+    }
+
+    /// An address stopped.
+    pub fn removed(&mut self, key: &str, service: &ObjectKey, addr: Ipv4Addr) {
+        if self.live {
+            say(format!("removed {} {addr}", label(key, service)));
+        }
+    }
+
+    /// The pods behind an address changed.
+    pub fn backends(&mut self, key: &str, service: &ObjectKey, backends: &[Backend]) {
+        if self.live {
+            let ready: Vec<&str> = backends
+                .iter()
+                .filter(|b| b.ready)
+                .map(|b| b.pod.as_str())
+                .collect();
+            say(format!(
+                "pods {} ready {}/{} {}",
+                label(key, service),
+                ready.len(),
+                backends.len(),
+                if ready.is_empty() {
+                    "-".to_string()
+                } else {
+                    ready.join(",")
+                }
+            ));
+        }
+    }
+
+    /// Notes what is not forwarded about a Service, printing it when it changes.
+    pub fn service(&mut self, view: &ServiceView) {
+        let note = note(view);
+        let previous = self.notes.insert(view.key.clone(), note.clone());
+        if self.live && previous.as_deref().unwrap_or("") != note && !note.is_empty() {
+            say(format!("note service {} {note}", view.key));
+        }
+    }
+
+    /// Forgets a deleted Service's note.
+    pub fn forget(&mut self, key: &ObjectKey) {
+        self.notes.remove(key);
+    }
+
+    /// The note of a Service ("" when everything is forwarded).
+    pub fn note_of(&self, key: &ObjectKey) -> &str {
+        self.notes.get(key).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// `service NS/NAME` or `pod NS/NAME/HOST` for per-pod addresses.
+fn label(key: &str, service: &ObjectKey) -> String {
+    match key.rsplit('/').next() {
+        Some(last) if key.matches('/').count() >= 3 => format!("pod {service}/{last}"),
+        _ => format!("service {service}"),
+    }
+}
+
+/// What is not forwarded about a Service, in words.
+pub fn note(view: &ServiceView) -> String {
+    match &view.not_forwarded {
+        Some(NotForwarded::NoTcpPorts) | None => {}
+        Some(reason) => return format!("not forwarded: {reason}"),
+    }
+    let skipped: Vec<String> = view
+        .skipped_ports()
+        .map(|p| format!("{}/{}", p.port, p.protocol))
+        .collect();
+    if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "not forwarded: port {} (port-forwarding carries TCP only)",
+            skipped.join(",")
+        )
+    }
+}
+
+/// Prints the table of everything forwarded and not forwarded.
+pub fn table(rows: Vec<[String; 4]>) {
+    let header = [
+        "SERVICE".to_string(),
+        "ADDRESS".into(),
+        "PORTS".into(),
+        "NAMES / NOTES".into(),
+    ];
+    let all: Vec<&[String; 4]> = std::iter::once(&header).chain(rows.iter()).collect();
+    let width = |i: usize| all.iter().map(|r| r[i].len()).max().unwrap_or(0);
+    let (w0, w1, w2) = (width(0), width(1), width(2));
+    for row in all {
+        say(
+            format!("{:w0$}  {:w1$}  {:w2$}  {}", row[0], row[1], row[2], row[3])
+                .trim_end()
+                .to_string(),
+        );
+    }
+}

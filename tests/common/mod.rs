@@ -1,0 +1,229 @@
+//! End-to-end test support: kubesim, and czctl run in a private mount namespace whose
+//! /etc/hosts is a temp file (the machine's own hosts file is never touched).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+pub use kubesim::harness::KubeSim;
+
+/// The original content of every test's hosts file.
+pub const ORIGINAL_HOSTS: &str =
+    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n# managed by the test\n";
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// kubesim with the given fixture directories (relative to fixtures/).
+pub fn kubesim(fixtures: &[&str], extra: &[&str]) -> KubeSim {
+    let exe = std::env::current_exe().expect("test exe");
+    let binary = kubesim::harness::binary_near(&exe);
+    assert!(
+        binary.exists(),
+        "build kubesim first: {} is missing (cargo test --workspace builds it)",
+        binary.display()
+    );
+    let dirs: Vec<PathBuf> = fixtures
+        .iter()
+        .map(|f| root().join("fixtures").join(f))
+        .collect();
+    let refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    KubeSim::start(&binary, &refs, extra)
+}
+
+/// A private hosts file for one test.
+pub fn hosts_file(sim: &KubeSim, name: &str) -> PathBuf {
+    let path = sim.dir.join(format!("hosts-{name}"));
+    std::fs::write(&path, ORIGINAL_HOSTS).unwrap();
+    path
+}
+
+/// A running `czctl` in its own mount namespace.
+pub struct Czctl {
+    child: Child,
+    /// stdout lines.
+    pub stdout: Receiver<String>,
+    /// stderr lines.
+    pub stderr: Receiver<String>,
+}
+
+/// Starts `czctl ARGS` with `hosts` bind-mounted over /etc/hosts in a new mount namespace.
+pub fn czctl_in_namespace(hosts: &Path, state: &Path, args: &[&str]) -> Czctl {
+    let czctl = env!("CARGO_BIN_EXE_czctl");
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+    ])
+    .arg(hosts)
+    .arg(czctl)
+    .args(args)
+    .env("CZCTL_STATE_DIR", state)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start unshare");
+    let stdout = lines(child.stdout.take().unwrap(), false);
+    let stderr = lines(child.stderr.take().unwrap(), true);
+    Czctl {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+fn lines(pipe: impl std::io::Read + Send + 'static, echo: bool) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("[czctl] {line}");
+            }
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+impl Czctl {
+    /// Waits for a stdout line containing `needle`; returns every line seen until then.
+    pub fn wait_stdout(&mut self, needle: &str, timeout: Duration) -> Vec<String> {
+        wait_line(&self.stdout, needle, timeout).unwrap_or_else(|seen| {
+            panic!(
+                "czctl never printed {needle:?} on stdout; saw: {seen:#?}; exit: {:?}",
+                self.child.try_wait()
+            )
+        })
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    pub fn wait_stderr(&mut self, needle: &str, timeout: Duration) -> Vec<String> {
+        wait_line(&self.stderr, needle, timeout).unwrap_or_else(|seen| {
+            panic!(
+                "czctl never printed {needle:?} on stderr; saw: {seen:#?}; exit: {:?}",
+                self.child.try_wait()
+            )
+        })
+    }
+
+    /// Waits until the ready line.
+    pub fn wait_ready(&mut self) -> Vec<String> {
+        self.wait_stderr("teleport ready", Duration::from_secs(60));
+        let mut table = Vec::new();
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_millis(200)) {
+            table.push(line);
+        }
+        table
+    }
+
+    /// Runs a command inside czctl's mount namespace (so it sees the private /etc/hosts).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.child.id().to_string(), "-m", "--"])
+            .args(args)
+            .output()
+            .expect("nsenter")
+    }
+
+    /// `getent hosts NAME` inside the namespace: the address, if resolvable.
+    pub fn resolve(&self, name: &str) -> Option<String> {
+        let out = self.exec(&["getent", "hosts", name]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace().next().map(str::to_string)
+    }
+
+    /// `curl` inside the namespace; returns (exit ok, body).
+    pub fn curl(&self, url: &str) -> (bool, String) {
+        let out = self.exec(&["curl", "-sS", "--max-time", "10", url]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Waits for the exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "czctl did not exit in {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Czctl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_line(
+    rx: &Receiver<String>,
+    needle: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, Vec<String>> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return Ok(seen);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Err(seen)
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The pod name in an echo answer.
+pub fn pod_of(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v["pod"].as_str().map(str::to_string)
+}
