@@ -6,7 +6,7 @@
 //! forwarded and why not, and its backends (pods, readiness, the target port of every service
 //! port, resolved per pod by the EndpointSlice controller).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -133,6 +133,8 @@ impl ServiceView {
 pub struct Model {
     services: HashMap<ObjectKey, Service>,
     slices: HashMap<ObjectKey, EndpointSlice>,
+    /// Service → its EndpointSlices, so a view costs O(its slices), not O(all slices).
+    slices_of: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
 }
 
 /// What changed in the model.
@@ -170,17 +172,32 @@ impl Model {
             }
             Change::SliceApplied(slice) => {
                 let key = key_of(&slice.metadata);
-                let namespace = key.namespace.clone();
-                let new = service_of(&slice).map(String::from);
-                let old = self.slices.insert(key, *slice);
-                let old = old.as_ref().and_then(service_of).map(String::from);
-                new.or(old).map(|s| ObjectKey::new(&namespace, &s))
+                let new = service_of(&slice).map(|s| ObjectKey::new(&key.namespace, s));
+                let old = self.remove_slice(&key);
+                if let Some(service) = &new {
+                    self.slices_of
+                        .entry(service.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
+                self.slices.insert(key, *slice);
+                new.or(old)
             }
-            Change::SliceDeleted(key) => {
-                let old = self.slices.remove(&key)?;
-                service_of(&old).map(|s| ObjectKey::new(&key.namespace, s))
+            Change::SliceDeleted(key) => self.remove_slice(&key),
+        }
+    }
+
+    /// Forgets a slice; returns the Service it belonged to.
+    fn remove_slice(&mut self, key: &ObjectKey) -> Option<ObjectKey> {
+        let old = self.slices.remove(key)?;
+        let service = ObjectKey::new(&key.namespace, service_of(&old)?);
+        if let Some(set) = self.slices_of.get_mut(&service) {
+            set.remove(key);
+            if set.is_empty() {
+                self.slices_of.remove(&service);
             }
         }
+        Some(service)
     }
 
     /// Keys of every Service in `namespace`.

@@ -59,15 +59,24 @@ pub struct TeleportOptions {
 
 /// Runs a teleport until SIGINT/SIGTERM.
 pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
+    let started_at = std::time::Instant::now();
+    let phase = |name: &str| {
+        info!(
+            elapsed_ms = started_at.elapsed().as_millis() as u64,
+            "{name}"
+        )
+    };
     raise_file_limit();
     let hosts = HostsFile::new(options.hosts_file.clone());
     check_writable(&options.hosts_file)?;
     let connected = client::connect(&options.client)
         .await
         .map_err(|e| Fatal::new(Code::Config, e.to_string()))?;
+    phase("client ready");
     for ns in &options.namespaces {
         check_namespace(&connected.client, ns).await?;
     }
+    phase("namespaces checked");
     let session = session_id();
     let pid = std::process::id();
     let block =
@@ -98,6 +107,7 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
         .map_err(|e| local("cannot back up the hosts file", &e))?;
     info!(session = %session, backup = %backup.display(), "hosts file backed up");
 
+    phase("hosts file checked and backed up");
     let (tx, mut rx) = mpsc::channel(1024);
     for ns in &options.namespaces {
         watch::spawn(&connected.client, ns, options.labels.as_deref(), tx.clone());
@@ -150,11 +160,13 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
             }
         }
     }
+    phase("first lists received");
     let all: BTreeSet<_> = engine
         .all_services(&options.namespaces)
         .into_iter()
         .collect();
     let started = engine.reconcile(&all);
+    phase("addresses, listeners and hosts entries in place");
     if let Err(e) = started {
         let _ = engine.teardown();
         return Err(Fatal::new(Code::Local, e.to_string()));
