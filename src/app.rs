@@ -2,17 +2,135 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{Cli, Command, NamespaceCommand, TeleportArgs};
+use crate::cli::{
+    Cli, CloseArgs, Command, NamespaceCommand, Output, SessionCommand, StatusArgs, TeleportArgs,
+};
 use crate::cluster::client::ClientOptions;
 use crate::exit::{Code, Fatal};
+use crate::session::manage::{self, Places};
 use crate::teleport::{self, TeleportOptions};
 
 /// Runs the command the user asked for.
 pub async fn run(cli: Cli) -> Result<(), Fatal> {
     match cli.command {
         Command::Namespace(NamespaceCommand::Teleport(args)) => {
-            teleport::run(teleport_options(args)?).await
+            let detach = args.detach;
+            let mut options = teleport_options(args)?;
+            match std::env::var(crate::detach::SESSION_ENV) {
+                Ok(session) => {
+                    options.session = Some(session);
+                    options.detached = true;
+                }
+                Err(_) if detach => {
+                    return crate::detach::run(&teleport::session_id(), &options.state_dir);
+                }
+                Err(_) => {}
+            }
+            teleport::run(options).await
         }
+        Command::Status(args) => status(args).await,
+        Command::Session(SessionCommand::List { output }) => list(output),
+        Command::Session(SessionCommand::Close(args)) => close(args).await,
+        Command::Doctor(args) => {
+            crate::doctor::command(&doctor_options(&args), args.output == Output::Json).await
+        }
+    }
+}
+
+fn places(hosts_file: PathBuf) -> Places {
+    Places {
+        state_dir: state_dir(),
+        registry_dir: registry_dir(),
+        hosts_file,
+    }
+}
+
+async fn status(args: StatusArgs) -> Result<(), Fatal> {
+    let found = manage::status(
+        &places(PathBuf::from("/etc/hosts")),
+        args.session.as_deref(),
+    )
+    .await?;
+    match args.output {
+        Output::Json => {
+            let sessions: Vec<serde_json::Value> = found
+                .iter()
+                .map(|(record, status)| serde_json::json!({"session": record, "forwards": status.forwards, "notes": status.notes}))
+                .collect();
+            println!("{}", serde_json::json!({ "sessions": sessions }));
+        }
+        Output::Text => {
+            if found.is_empty() {
+                eprintln!("czctl: no running sessions");
+            }
+            for (record, status) in &found {
+                println!(
+                    "session {} ({} {}, pid {}, context {}, since {})",
+                    record.id,
+                    record.kind,
+                    record.namespaces.join(","),
+                    record.pid,
+                    record.context,
+                    record.started
+                );
+                print!("{}", crate::session::status::render(status));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list(output: Output) -> Result<(), Fatal> {
+    let sessions = manage::list(&places(PathBuf::from("/etc/hosts")))?;
+    match output {
+        Output::Json => println!("{}", serde_json::json!({ "sessions": sessions })),
+        Output::Text => {
+            println!(
+                "{:<12} {:<9} {:<8} {:<8} {:<20} NAMESPACES",
+                "SESSION", "KIND", "PID", "STATE", "STARTED"
+            );
+            for s in &sessions {
+                let state = if s.stale {
+                    "stale"
+                } else {
+                    s.record.state.as_str()
+                };
+                println!(
+                    "{:<12} {:<9} {:<8} {:<8} {:<20} {}",
+                    s.record.id,
+                    s.record.kind,
+                    s.record.pid,
+                    state,
+                    s.record.started,
+                    s.record.namespaces.join(",")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn close(args: CloseArgs) -> Result<(), Fatal> {
+    let session = if args.all {
+        None
+    } else {
+        args.session.as_deref()
+    };
+    for line in manage::close(&places(args.hosts_file), session).await? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn doctor_options(args: &crate::cli::DoctorArgs) -> crate::doctor::DoctorOptions {
+    crate::doctor::DoctorOptions {
+        client: ClientOptions {
+            kubeconfig: args.cluster.kubeconfig.clone(),
+            context: args.cluster.context.clone(),
+        },
+        namespace: args.namespace.clone(),
+        hosts_file: args.hosts_file.clone(),
+        registry_dir: registry_dir(),
     }
 }
 
@@ -43,6 +161,8 @@ fn teleport_options(args: TeleportArgs) -> Result<TeleportOptions, Fatal> {
         cluster_domain: args.cluster_domain,
         state_dir: state_dir(),
         registry_dir: registry_dir(),
+        session: None,
+        detached: false,
     })
 }
 

@@ -22,6 +22,80 @@ pub enum Command {
     /// Work with whole namespaces.
     #[command(subcommand)]
     Namespace(NamespaceCommand),
+    /// Show what running sessions forward: addresses, ports, pods, connections, bytes, errors.
+    Status(StatusArgs),
+    /// List and close sessions (teleports), including ones left behind by a crash.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Check that czctl can work here: kubeconfig, API server, rights, hosts file, addresses.
+    Doctor(DoctorArgs),
+}
+
+/// `czctl doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Kubernetes client options.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The namespace whose rights are checked (default: the context's, else default).
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// The hosts file czctl would edit.
+    #[arg(long, default_value = "/etc/hosts", value_name = "PATH")]
+    pub hosts_file: PathBuf,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// Output format for data on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Output {
+    /// Aligned text for people.
+    #[default]
+    Text,
+    /// JSON for scripts.
+    Json,
+}
+
+/// `czctl status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this session (default: every running one).
+    #[arg(value_name = "SESSION")]
+    pub session: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `czctl session ...`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List sessions; stale ones (their process is gone) are marked.
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// End sessions and clean up what they added (hosts entries, addresses), stale ones too.
+    /// Closing a session that is already closed succeeds.
+    Close(CloseArgs),
+}
+
+/// `czctl session close`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["session", "all"])))]
+pub struct CloseArgs {
+    /// The session to close.
+    #[arg(value_name = "SESSION")]
+    pub session: Option<String>,
+    /// Close every session, and remove stale czctl blocks from the hosts file.
+    #[arg(long)]
+    pub all: bool,
+    /// The hosts file to sweep for stale blocks with --all.
+    #[arg(long, default_value = "/etc/hosts", value_name = "PATH")]
+    pub hosts_file: PathBuf,
 }
 
 /// `czctl namespace ...`.
@@ -61,4 +135,8 @@ pub struct TeleportArgs {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
     pub cluster_domain: String,
+    /// Return once every forwardable Service is reachable by name, leaving the session
+    /// running in the background; prints the session id on stdout.
+    #[arg(long)]
+    pub detach: bool,
 }

@@ -7,6 +7,8 @@
 //! - [`forward`]: listeners, pod picking, per-connection streams, the port-forward transport.
 //! - [`hosts`]: the marked block czctl owns in the hosts file.
 //! - [`teleport`]: `namespace teleport`: plan, engine, report.
+//! - [`session`]: session records, control sockets, `status`, `session list|close`.
+//! - [`detach`]: `--detach`: the background child and the ready handshake.
 //! - [`exit`]: exit codes and the error type that carries them.
 //!
 //! Address allocation lives in the `loopback` crate (shared by concurrent runs via a registry).
@@ -24,7 +26,10 @@
 pub mod app;
 pub mod cli;
 pub mod cluster;
+pub mod detach;
+pub mod doctor;
 pub mod exit;
 pub mod forward;
 pub mod hosts;
+pub mod session;
 pub mod teleport;

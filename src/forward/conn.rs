@@ -22,6 +22,9 @@ use super::transport::{Opened, Transport};
 /// Client bytes kept for replay to another pod while the first pod has not answered.
 pub const REPLAY_LIMIT: usize = 64 * 1024;
 const CHUNK: usize = 32 * 1024;
+/// After the client stops sending, how long the pod may stay silent before the connection is
+/// closed (the WebSocket transport cannot tell the pod about the client's EOF).
+pub const LINGER: Duration = Duration::from_secs(5);
 
 /// How an attempt on one pod ended before the pod sent anything.
 enum Attempt {
@@ -135,6 +138,7 @@ async fn serve_inner(
                     return;
                 }
                 debug!(service = %target.service, pod = %choice.pod, "forwarding");
+                target.stats.set_pod(&choice.pod);
                 relay(client_rx, client_tx, pod_rx, pod_tx, client_eof, target).await;
                 return;
             }
@@ -195,8 +199,8 @@ where
 }
 
 /// Copies both ways once the pod has answered. The WebSocket transport cannot half-close, so
-/// the client's EOF is not passed on; the connection ends when the pod side ends or the client
-/// goes away.
+/// the client's EOF is not passed on: the pod side is given [`LINGER`] of silence to finish
+/// its answer, then the connection ends (it also ends when the pod closes or the client goes).
 async fn relay<C, D, R, W>(
     mut client_rx: C,
     mut client_tx: D,
@@ -210,45 +214,36 @@ async fn relay<C, D, R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let up = async {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            if client_eof {
-                break;
-            }
-            match client_rx.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
+    let mut client_done = client_eof;
+    let mut up = vec![0u8; CHUNK];
+    let mut down = vec![0u8; CHUNK];
+    loop {
+        tokio::select! {
+            read = client_rx.read(&mut up), if !client_done => match read {
+                Ok(0) | Err(_) => client_done = true,
                 Ok(n) => {
-                    if pod_tx.write_all(&buf[..n]).await.is_err() {
-                        break;
+                    if pod_tx.write_all(&up[..n]).await.is_err() {
+                        return;
                     }
                     target.stats.bytes_up.fetch_add(n as u64, Ordering::Relaxed);
                 }
-            }
-        }
-        // Keep the pod stream open: shutting it down would drop the pod's remaining answer.
-        std::future::pending::<()>().await;
-    };
-    let down = async {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match pod_rx.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
+            },
+            read = pod_rx.read(&mut down) => match read {
+                Ok(0) | Err(_) => {
+                    let _ = client_tx.shutdown().await;
+                    return;
+                }
                 Ok(n) => {
-                    if client_tx.write_all(&buf[..n]).await.is_err() {
+                    if client_tx.write_all(&down[..n]).await.is_err() {
                         return;
                     }
-                    target
-                        .stats
-                        .bytes_down
-                        .fetch_add(n as u64, Ordering::Relaxed);
+                    target.stats.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
                 }
+            },
+            _ = tokio::time::sleep(LINGER), if client_done => {
+                let _ = client_tx.shutdown().await;
+                return;
             }
         }
-        let _ = client_tx.shutdown().await;
-    };
-    tokio::select! {
-        _ = up => {}
-        _ = down => {}
     }
 }

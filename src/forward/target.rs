@@ -20,9 +20,33 @@ pub struct Stats {
     pub bytes_down: AtomicU64,
     /// The last failure, for status output.
     pub last_error: Mutex<Option<String>>,
+    /// The pod that served the latest connection.
+    pub last_pod: Mutex<Option<String>>,
 }
 
 impl Stats {
+    /// Records the pod that serves a connection (and clears the last error).
+    pub fn set_pod(&self, pod: &str) {
+        *self.last_pod.lock().unwrap_or_else(|e| e.into_inner()) = Some(pod.to_string());
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The pod that served the latest connection.
+    pub fn last_pod(&self) -> Option<String> {
+        self.last_pod
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The latest failure.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Records a failure message.
     pub fn set_error(&self, message: String) {
         // Only ever assigned; a poisoned lock still holds a usable value.

@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, TcpListener as StdListener};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 
 use loopback::alloc::Registry;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,8 @@ use crate::forward::listener;
 use crate::forward::target::Target;
 use crate::forward::transport::Transport;
 use crate::hosts::{BlockId, Entry, HostsFile};
+use crate::session::control::StatusFn;
+use crate::session::status::{Forward, Note, PodState, Status};
 
 /// One running address.
 struct Running {
@@ -42,8 +45,71 @@ pub enum EngineError {
     Hosts(#[from] crate::hosts::HostsError),
 }
 
+/// What the control socket reads: a copy of the forwarding table, refreshed after every
+/// reconcile, with live counters through the shared targets.
+#[derive(Default)]
+struct Published {
+    forwards: Vec<Shown>,
+    notes: Vec<Note>,
+}
+
+/// One forward as published: its key, address, names and ports, and its live target.
+struct Shown {
+    key: String,
+    addr: Ipv4Addr,
+    names: Vec<String>,
+    ports: Vec<u16>,
+    target: Arc<Target>,
+}
+
+impl Published {
+    fn status(&self) -> Status {
+        let forwards = self
+            .forwards
+            .iter()
+            .map(
+                |Shown {
+                     key,
+                     addr,
+                     names,
+                     ports,
+                     target,
+                 }| Forward {
+                    service: target.service.to_string(),
+                    pod_host: target
+                        .pinned
+                        .as_ref()
+                        .and_then(|_| key.rsplit('/').next().map(str::to_string)),
+                    address: addr.to_string(),
+                    names: names.clone(),
+                    ports: ports.clone(),
+                    pods: target
+                        .backends()
+                        .iter()
+                        .map(|b| PodState {
+                            name: b.pod.clone(),
+                            ready: b.ready,
+                        })
+                        .collect(),
+                    last_pod: target.stats.last_pod(),
+                    open_connections: target.stats.open.load(Ordering::Relaxed),
+                    total_connections: target.stats.total.load(Ordering::Relaxed),
+                    bytes_up: target.stats.bytes_up.load(Ordering::Relaxed),
+                    bytes_down: target.stats.bytes_down.load(Ordering::Relaxed),
+                    last_error: target.stats.last_error(),
+                },
+            )
+            .collect();
+        Status {
+            forwards,
+            notes: self.notes.clone(),
+        }
+    }
+}
+
 /// The running teleport.
 pub struct Engine {
+    published: Arc<RwLock<Published>>,
     naming: Naming,
     model: Model,
     registry: Registry,
@@ -65,6 +131,7 @@ impl Engine {
         report: Report,
     ) -> Self {
         Engine {
+            published: Arc::default(),
             naming,
             model: Model::default(),
             registry,
@@ -168,7 +235,38 @@ impl Engine {
         if hosts_dirty {
             self.write_hosts()?;
         }
+        self.publish();
         Ok(())
+    }
+
+    fn publish(&self) {
+        let forwards = self
+            .running
+            .iter()
+            .map(|(k, r)| Shown {
+                key: k.clone(),
+                addr: r.addr,
+                names: r.names.clone(),
+                ports: r.listeners.keys().copied().collect(),
+                target: r.target.clone(),
+            })
+            .collect();
+        let mut notes: Vec<Note> = self
+            .report
+            .notes()
+            .map(|(k, n)| Note {
+                service: k.to_string(),
+                note: n.to_string(),
+            })
+            .collect();
+        notes.sort_by(|a, b| a.service.cmp(&b.service));
+        *self.published.write().unwrap_or_else(|e| e.into_inner()) = Published { forwards, notes };
+    }
+
+    /// A function the control socket calls for the current status.
+    pub fn status_fn(&self) -> StatusFn {
+        let published = self.published.clone();
+        Arc::new(move || published.read().unwrap_or_else(|e| e.into_inner()).status())
     }
 
     /// Allocates addresses for new forwards (one registry lock for all), binding their
@@ -272,6 +370,7 @@ impl Engine {
             }
         }
         self.running.clear();
+        self.publish();
         let hosts = self.hosts.remove(&self.block);
         let released = self.registry.release(&keys);
         hosts?;

@@ -24,13 +24,17 @@ use kube::Api;
 use loopback::alloc::Registry;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cluster::client::{self, ClientOptions};
+use crate::cluster::model::ObjectKey;
 use crate::cluster::watch::{self, Kind, WatchEvent};
 use crate::exit::{self, Code, Fatal};
 use crate::forward::transport::KubeWebSocket;
 use crate::hosts::{BlockId, HostsFile};
+use crate::session::control;
+use crate::session::record::{self, Record};
 use engine::Engine;
 use plan::Naming;
 use report::Report;
@@ -55,9 +59,13 @@ pub struct TeleportOptions {
     pub state_dir: PathBuf,
     /// The address registry directory shared by all czctl runs.
     pub registry_dir: PathBuf,
+    /// Use this session id (a detached child gets it from its parent).
+    pub session: Option<String>,
+    /// Running as the background child of `--detach`.
+    pub detached: bool,
 }
 
-/// Runs a teleport until SIGINT/SIGTERM.
+/// Runs a teleport until SIGINT/SIGTERM or a `session close`.
 pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
     let started_at = std::time::Instant::now();
     let phase = |name: &str| {
@@ -66,8 +74,8 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
             "{name}"
         )
     };
+    let mut stop = Stop::install()?;
     raise_file_limit();
-    let hosts = HostsFile::new(options.hosts_file.clone());
     check_writable(&options.hosts_file)?;
     let connected = client::connect(&options.client)
         .await
@@ -77,10 +85,85 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
         check_namespace(&connected.client, ns).await?;
     }
     phase("namespaces checked");
-    let session = session_id();
-    let pid = std::process::id();
-    let block =
-        BlockId::new(session.clone(), pid).map_err(|e| Fatal::new(Code::Failure, e.to_string()))?;
+    let session = options.session.clone().unwrap_or_else(session_id);
+    let block = BlockId::new(session.clone(), std::process::id())
+        .map_err(|e| Fatal::new(Code::Usage, e.to_string()))?;
+    let hosts = HostsFile::new(options.hosts_file.clone());
+    prepare_hosts(&hosts, &block, &options)?;
+    let mut record = Record {
+        id: session.clone(),
+        kind: "teleport".into(),
+        pid: std::process::id(),
+        namespaces: options.namespaces.clone(),
+        context: connected.context.clone(),
+        hosts_file: options.hosts_file.clone(),
+        socket: record::socket_path(&options.state_dir, &session),
+        started: now_rfc3339(),
+        state: "starting".into(),
+    };
+    let local = |e: &dyn std::fmt::Display| Fatal::new(Code::Local, e.to_string());
+    record.save(&options.state_dir).map_err(|e| local(&e))?;
+    phase("session recorded, hosts file checked and backed up");
+
+    let (tx, mut rx) = mpsc::channel(1024);
+    for ns in &options.namespaces {
+        watch::spawn(&connected.client, ns, options.labels.as_deref(), tx.clone());
+    }
+    drop(tx);
+    let naming = Naming {
+        context: connected.context.clone(),
+        first_namespace: options.namespaces[0].clone(),
+        cluster_domain: options.cluster_domain.clone(),
+    };
+    let transport = Arc::new(KubeWebSocket::new(connected.client.clone()));
+    let registry = Registry::new(options.registry_dir.clone());
+    let mut engine = Engine::new(naming, registry, transport, hosts, block, Report::default());
+    let control_stop = CancellationToken::new();
+    let _stop_control = control_stop.clone().drop_guard();
+    if let Err(e) = control::serve(
+        &record.socket,
+        engine.status_fn(),
+        stop.close_tx.clone(),
+        control_stop,
+    ) {
+        record.remove(&options.state_dir);
+        return Err(local(&format!(
+            "cannot open the control socket {}: {e}",
+            record.socket.display()
+        )));
+    }
+
+    let result = async {
+        let all = initial_sync(&mut engine, &mut rx, &options.namespaces, &mut stop).await?;
+        phase("first lists received");
+        engine.reconcile(&all).map_err(|e| local(&e))?;
+        phase("addresses, listeners and hosts entries in place");
+        print_table(&mut engine, &all);
+        engine.report().go_live();
+        record.state = "ready".into();
+        record.save(&options.state_dir).map_err(|e| local(&e))?;
+        eprintln!(
+            "czctl: teleport ready (session {session}, {} addresses); stop with Ctrl-C or: czctl session close {session}",
+            engine.running().count()
+        );
+        if options.detached {
+            announce_detached(&session);
+        }
+        follow(&mut engine, &mut rx, &mut stop).await
+    }
+    .await;
+    let teardown = engine.teardown();
+    record.remove(&options.state_dir);
+    result?;
+    teardown.map_err(|e| Fatal::new(Code::Local, format!("teardown: {e}")))
+}
+
+/// Removes stale czctl blocks (saying so) and backs up the hosts file once for the session.
+fn prepare_hosts(
+    hosts: &HostsFile,
+    block: &BlockId,
+    options: &TeleportOptions,
+) -> Result<(), Fatal> {
     let local =
         |what: &str, e: &dyn std::fmt::Display| Fatal::new(Code::Local, format!("{what}: {e}"));
     let cleanup = hosts
@@ -103,27 +186,20 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
         );
     }
     let backup = hosts
-        .backup_once(&options.state_dir, &block)
+        .backup_once(&options.state_dir, block)
         .map_err(|e| local("cannot back up the hosts file", &e))?;
-    info!(session = %session, backup = %backup.display(), "hosts file backed up");
+    info!(session = block.session(), backup = %backup.display(), "hosts file backed up");
+    Ok(())
+}
 
-    phase("hosts file checked and backed up");
-    let (tx, mut rx) = mpsc::channel(1024);
-    for ns in &options.namespaces {
-        watch::spawn(&connected.client, ns, options.labels.as_deref(), tx.clone());
-    }
-    drop(tx);
-    let naming = Naming {
-        context: connected.context.clone(),
-        first_namespace: options.namespaces[0].clone(),
-        cluster_domain: options.cluster_domain.clone(),
-    };
-    let transport = Arc::new(KubeWebSocket::new(connected.client.clone()));
-    let registry = Registry::new(options.registry_dir.clone());
-    let mut engine = Engine::new(naming, registry, transport, hosts, block, Report::default());
-
-    let mut pending: HashSet<(String, Kind)> = options
-        .namespaces
+/// Waits for the first list of every watcher; returns every Service seen.
+async fn initial_sync(
+    engine: &mut Engine,
+    rx: &mut mpsc::Receiver<WatchEvent>,
+    namespaces: &[String],
+    stop: &mut Stop,
+) -> Result<BTreeSet<ObjectKey>, Fatal> {
+    let mut pending: HashSet<(String, Kind)> = namespaces
         .iter()
         .flat_map(|ns| {
             [
@@ -133,7 +209,11 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
         })
         .collect();
     while !pending.is_empty() {
-        match rx.recv().await {
+        let event = tokio::select! {
+            _ = stop.requested() => return Err(Fatal::new(Code::Failure, "stopped before the teleport was ready")),
+            event = rx.recv() => event,
+        };
+        match event {
             Some(WatchEvent::Change(change)) => {
                 engine.apply(change);
             }
@@ -160,41 +240,65 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
             }
         }
     }
-    phase("first lists received");
-    let all: BTreeSet<_> = engine
-        .all_services(&options.namespaces)
-        .into_iter()
-        .collect();
-    let started = engine.reconcile(&all);
-    phase("addresses, listeners and hosts entries in place");
-    if let Err(e) = started {
-        let _ = engine.teardown();
-        return Err(Fatal::new(Code::Local, e.to_string()));
-    }
-    print_table(&mut engine, &all);
-    engine.report().go_live();
-    eprintln!(
-        "czctl: teleport ready (session {session}, {} addresses); stop with Ctrl-C",
-        engine.running().count()
-    );
-
-    let result = follow(&mut engine, &mut rx).await;
-    let teardown = engine.teardown();
-    result?;
-    teardown.map_err(|e| Fatal::new(Code::Local, format!("teardown: {e}")))
+    Ok(engine.all_services(namespaces).into_iter().collect())
 }
 
-/// Follows watch events until a signal arrives.
-async fn follow(engine: &mut Engine, rx: &mut mpsc::Receiver<WatchEvent>) -> Result<(), Fatal> {
-    let signal_error =
-        |e: std::io::Error| Fatal::new(Code::Local, format!("cannot handle signals: {e}"));
-    let mut term = signal(SignalKind::terminate()).map_err(signal_error)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(signal_error)?;
+/// What ends a session: SIGINT, SIGTERM, or a close request on the control socket.
+struct Stop {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    close_rx: mpsc::Receiver<()>,
+    close_tx: mpsc::Sender<()>,
+}
+
+impl Stop {
+    fn install() -> Result<Stop, Fatal> {
+        let signal_error =
+            |e: std::io::Error| Fatal::new(Code::Local, format!("cannot handle signals: {e}"));
+        let (close_tx, close_rx) = mpsc::channel(1);
+        Ok(Stop {
+            term: signal(SignalKind::terminate()).map_err(signal_error)?,
+            int: signal(SignalKind::interrupt()).map_err(signal_error)?,
+            close_rx,
+            close_tx,
+        })
+    }
+
+    async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = self.close_rx.recv() => {}
+        }
+    }
+}
+
+/// The line a detached child prints on stdout when its session is ready.
+pub const READY_MARKER: &str = "czctl-session-ready";
+
+/// Tells the parent of a detached run that the session is ready, then sends stdout to the
+/// log (stderr) so later change lines do not hit a closed pipe.
+fn announce_detached(session: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{READY_MARKER} {session}");
+    let _ = out.flush();
+    // SAFETY: dup2 onto our own stdout descriptor; stderr is open (it is the session log).
+    unsafe {
+        libc::dup2(2, 1);
+    }
+}
+
+/// Follows watch events until asked to stop.
+async fn follow(
+    engine: &mut Engine,
+    rx: &mut mpsc::Receiver<WatchEvent>,
+    stop: &mut Stop,
+) -> Result<(), Fatal> {
     loop {
         let mut dirty = BTreeSet::new();
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = stop.requested() => return Ok(()),
             event = rx.recv() => {
                 let Some(event) = event else { return Ok(()) };
                 handle(engine, event, &mut dirty);
@@ -210,11 +314,7 @@ async fn follow(engine: &mut Engine, rx: &mut mpsc::Receiver<WatchEvent>) -> Res
     }
 }
 
-fn handle(
-    engine: &mut Engine,
-    event: WatchEvent,
-    dirty: &mut BTreeSet<crate::cluster::model::ObjectKey>,
-) {
+fn handle(engine: &mut Engine, event: WatchEvent, dirty: &mut BTreeSet<ObjectKey>) {
     match event {
         WatchEvent::Change(change) => dirty.extend(engine.apply(change)),
         WatchEvent::Synced {
@@ -232,7 +332,7 @@ fn handle(
     }
 }
 
-fn print_table(engine: &mut Engine, services: &BTreeSet<crate::cluster::model::ObjectKey>) {
+fn print_table(engine: &mut Engine, services: &BTreeSet<ObjectKey>) {
     let mut rows = Vec::new();
     for (key, addr, names, ports, target) in engine.running() {
         let label = if target.pinned.is_some() {
@@ -307,6 +407,30 @@ pub fn is_alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence and permission.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The current time as RFC 3339 UTC, second precision.
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// A short random session id such as `tp-k3x9q2`.

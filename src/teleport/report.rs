@@ -92,6 +92,14 @@ impl Report {
         self.notes.remove(key);
     }
 
+    /// Every non-empty note, by Service.
+    pub fn notes(&self) -> impl Iterator<Item = (&ObjectKey, &str)> {
+        self.notes
+            .iter()
+            .filter(|(_, n)| !n.is_empty())
+            .map(|(k, n)| (k, n.as_str()))
+    }
+
     /// The note of a Service ("" when everything is forwarded).
     pub fn note_of(&self, key: &ObjectKey) -> &str {
         self.notes.get(key).map(String::as_str).unwrap_or("")

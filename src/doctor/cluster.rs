@@ -1,0 +1,134 @@
+//! The cluster checks: kubeconfig and context, API server reachable, rights in the namespace.
+
+use std::time::Duration;
+
+use kube::config::Kubeconfig;
+
+use super::check::{Area, Check};
+use super::rights;
+use crate::cluster::client::{self, ClientError, ClientOptions};
+
+/// How long the API server may take to answer `/version`.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs the cluster checks for `namespace` (the context's namespace when `None`).
+pub async fn checks(options: &ClientOptions, namespace: Option<&str>) -> Vec<Check> {
+    let connected = match client::connect(options).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            let mut out = vec![kubeconfig_failed(&e)];
+            out.push(Check::warn(Area::Cluster, "api server", NO_CLIENT));
+            out.push(skipped_rights(namespace, NO_CLIENT));
+            return out;
+        }
+    };
+    let namespace = namespace
+        .unwrap_or_else(|| connected.client.default_namespace())
+        .to_string();
+    let mut out = vec![Check::pass(
+        Area::Cluster,
+        "kubeconfig",
+        format!("context {}, namespace {namespace}", connected.context),
+    )];
+    let server = server_url(options, &connected.context);
+    let at = server.map(|s| format!(" at {s}")).unwrap_or_default();
+    let version = tokio::time::timeout(VERSION_TIMEOUT, connected.client.apiserver_version()).await;
+    match version {
+        Ok(Ok(info)) => {
+            out.push(Check::pass(
+                Area::Cluster,
+                "api server",
+                format!("{}{at}", info.git_version),
+            ));
+            out.extend(rights::check(&connected.client, &namespace).await);
+        }
+        Ok(Err(e)) => {
+            out.push(api_failed(
+                &format!("cannot reach the API server{at}: {e}"),
+                &e,
+            ));
+            out.push(skipped_rights(Some(&namespace), UNREACHABLE));
+        }
+        Err(_) => {
+            out.push(
+                Check::fail(
+                    Area::Cluster,
+                    "api server",
+                    format!(
+                        "no answer from the API server{at} within {}s",
+                        VERSION_TIMEOUT.as_secs()
+                    ),
+                )
+                .with_fix(REACH_FIX),
+            );
+            out.push(skipped_rights(Some(&namespace), UNREACHABLE));
+        }
+    }
+    out
+}
+
+const REACH_FIX: &str = "check that the cluster is reachable from here (kubectl cluster-info): \
+                         VPN, proxy settings, or the server address in the kubeconfig";
+
+fn kubeconfig_failed(e: &ClientError) -> Check {
+    let fix = match e {
+        ClientError::Kubeconfig { .. } | ClientError::NotFound { .. } => {
+            "pass --kubeconfig PATH or set KUBECONFIG to a kubeconfig file that exists and parses \
+             (kubectl config view)"
+        }
+        ClientError::Context { .. } => {
+            "pick a context that exists: kubectl config get-contexts, then --context NAME"
+        }
+        ClientError::Build(_) => "check the certificates and proxy settings of the kubeconfig",
+    };
+    Check::fail(Area::Cluster, "kubeconfig", e.to_string()).with_fix(fix)
+}
+
+fn api_failed(detail: &str, e: &kube::Error) -> Check {
+    let fix = match e {
+        kube::Error::Api(status) if status.code == 401 => {
+            "the server does not accept your credentials: log in again or check the kubeconfig user"
+        }
+        _ => REACH_FIX,
+    };
+    Check::fail(Area::Cluster, "api server", detail).with_fix(fix)
+}
+
+const NO_CLIENT: &str = "skipped: no client";
+const UNREACHABLE: &str = "skipped: the API server is not reachable";
+
+/// The rights checks that could not run, as one warning.
+fn skipped_rights(namespace: Option<&str>, why: &str) -> Check {
+    let ns = namespace.unwrap_or("the namespace");
+    Check::warn(Area::Rights, format!("rights in {ns}"), why)
+}
+
+/// The server address of `context`, read from the kubeconfig the way the client found it; only
+/// for display, so `None` when unsure (under sudo the client may read another user's file).
+fn server_url(options: &ClientOptions, context: &str) -> Option<String> {
+    let config = match &options.kubeconfig {
+        Some(path) => Kubeconfig::read_from(path).ok()?,
+        None if under_sudo() => return None,
+        None => Kubeconfig::read().ok()?,
+    };
+    let cluster = config
+        .contexts
+        .iter()
+        .find(|c| c.name == context)?
+        .context
+        .as_ref()?
+        .cluster
+        .clone();
+    config
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster)?
+        .cluster
+        .as_ref()?
+        .server
+        .clone()
+}
+
+fn under_sudo() -> bool {
+    std::env::var_os("KUBECONFIG").is_none() && std::env::var_os("SUDO_USER").is_some()
+}

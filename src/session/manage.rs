@@ -1,0 +1,188 @@
+//! Listing, inspecting and closing sessions from any czctl run: live ones through their
+//! control socket, stale ones (their process is gone) by undoing what they left behind.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use loopback::Registry;
+
+use super::control::{self, Request, Response};
+use super::record::{self, Record};
+use super::status::Status;
+use crate::exit::{Code, Fatal};
+use crate::hosts::{BlockId, HostsFile};
+use crate::teleport::is_alive;
+
+/// Where sessions and their leftovers live.
+#[derive(Debug, Clone)]
+pub struct Places {
+    /// czctl's state directory.
+    pub state_dir: PathBuf,
+    /// The address registry directory.
+    pub registry_dir: PathBuf,
+    /// The hosts file to sweep for stale blocks without a record.
+    pub hosts_file: PathBuf,
+}
+
+/// A session as `session list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listed {
+    /// The record.
+    #[serde(flatten)]
+    pub record: Record,
+    /// Its process is gone: it left things behind that `session close` cleans.
+    pub stale: bool,
+}
+
+fn records(places: &Places) -> Result<Vec<Record>, Fatal> {
+    record::list(&places.state_dir).map_err(|e| Fatal::new(Code::Local, e.to_string()))
+}
+
+/// Every session, live or stale.
+pub fn list(places: &Places) -> Result<Vec<Listed>, Fatal> {
+    Ok(records(places)?
+        .into_iter()
+        .map(|record| Listed {
+            stale: !is_alive(record.pid),
+            record,
+        })
+        .collect())
+}
+
+/// The status of one session, or of every live one.
+pub async fn status(places: &Places, id: Option<&str>) -> Result<Vec<(Record, Status)>, Fatal> {
+    let mut out = Vec::new();
+    let all = records(places)?;
+    if let Some(id) = id {
+        if !all.iter().any(|r| r.id == id) {
+            return Err(Fatal::new(
+                Code::NotFound,
+                format!("no session {id:?}; list them with: czctl session list"),
+            ));
+        }
+    }
+    for record in all.into_iter().filter(|r| id.is_none_or(|id| r.id == id)) {
+        if !is_alive(record.pid) {
+            if id.is_some() {
+                return Err(Fatal::new(
+                    Code::NotFound,
+                    format!("session {} is stale (pid {} is gone); clean it with: czctl session close {}", record.id, record.pid, record.id),
+                ));
+            }
+            continue;
+        }
+        match control::request(&record.socket, Request::Status).await {
+            Ok(Response::Status(status)) => out.push((record, status)),
+            Ok(other) => {
+                return Err(Fatal::new(
+                    Code::Failure,
+                    format!("session {} answered {other:?}", record.id),
+                ))
+            }
+            Err(e) => return Err(Fatal::new(Code::Local, e.to_string())),
+        }
+    }
+    Ok(out)
+}
+
+/// Closes one session (or all with `None`); returns a line per thing done. Closing a session
+/// that is already closed succeeds and says so.
+pub async fn close(places: &Places, id: Option<&str>) -> Result<Vec<String>, Fatal> {
+    let mut said = Vec::new();
+    let all = records(places)?;
+    let chosen: Vec<Record> = all
+        .into_iter()
+        .filter(|r| id.is_none_or(|id| r.id == id))
+        .collect();
+    if let (Some(id), true) = (id, chosen.is_empty()) {
+        said.push(format!("session {id} is already closed"));
+    }
+    for record in chosen {
+        if is_alive(record.pid) {
+            said.push(close_live(&record).await);
+        }
+        if is_alive(record.pid) {
+            return Err(Fatal::new(
+                Code::Local,
+                format!("session {} (pid {}) did not stop", record.id, record.pid),
+            ));
+        }
+        if Record::path(&places.state_dir, &record.id).exists() {
+            clean_stale(places, &record)?;
+            said.push(format!(
+                "session {} was stale (pid {} gone): removed its hosts entries and addresses",
+                record.id, record.pid
+            ));
+        }
+    }
+    if id.is_none() {
+        let cleanup = HostsFile::new(places.hosts_file.clone())
+            .remove_stale(is_alive)
+            .map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
+        for block in cleanup.removed {
+            said.push(format!(
+                "removed a stale hosts block of session {} (pid {})",
+                block.session(),
+                block.pid()
+            ));
+        }
+        if said.is_empty() {
+            said.push("no sessions to close".into());
+        }
+    }
+    Ok(said)
+}
+
+/// Asks a live session to close and waits for its process to end (SIGTERM, then SIGKILL, as
+/// fallbacks); the session cleans up after itself.
+async fn close_live(record: &Record) -> String {
+    let asked = matches!(
+        control::request(&record.socket, Request::Close).await,
+        Ok(Response::Closing)
+    );
+    if !asked {
+        signal(record.pid, libc::SIGTERM);
+    }
+    if wait_gone(record.pid, Duration::from_secs(10)).await {
+        return format!("session {} closed", record.id);
+    }
+    signal(record.pid, libc::SIGKILL);
+    wait_gone(record.pid, Duration::from_secs(5)).await;
+    format!("session {} did not stop in time and was killed", record.id)
+}
+
+fn signal(pid: u32, signal: i32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill(2) with a positive pid only signals that process.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+async fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !is_alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    !is_alive(pid)
+}
+
+/// Undoes what a dead session left: its hosts block, its addresses, its record.
+fn clean_stale(places: &Places, record: &Record) -> Result<(), Fatal> {
+    let local = |e: &dyn std::fmt::Display| {
+        Fatal::new(Code::Local, format!("cleaning session {}: {e}", record.id))
+    };
+    let block = BlockId::new(record.id.clone(), record.pid).map_err(|e| local(&e))?;
+    HostsFile::new(record.hosts_file.clone())
+        .remove(&block)
+        .map_err(|e| local(&e))?;
+    Registry::new(places.registry_dir.clone())
+        .release_all_of(record.pid)
+        .map_err(|e| local(&e))?;
+    record.remove(&places.state_dir);
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Sessions: every long-running czctl command is a session with a record in the state
+//! directory and a control socket, so scripts and people can see and end it from any run.
+//!
+//! - [`record`]: the JSON record per session (0600), socket and log paths.
+//! - [`control`]: the control socket (Unix, 0600, peer uid checked): status and close.
+//! - [`status`]: what a session reports, and its table.
+//! - [`manage`]: `session list`, `status`, `session close` (live or stale).
+
+pub mod control;
+pub mod manage;
+pub mod record;
+pub mod status;

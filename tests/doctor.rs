@@ -1,0 +1,189 @@
+//! End-to-end tests of `czctl doctor` against kubesim. Every run gets a private hosts file and
+//! address registry; the machine's own are never read or touched.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{hosts_file, kubesim, ORIGINAL_HOSTS};
+
+/// Runs `czctl doctor ARGS` with a private registry in `dir`.
+fn doctor(dir: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_czctl"))
+        .arg("doctor")
+        .args(args)
+        .env("CZCTL_REGISTRY_DIR", dir.join("registry"))
+        .env("CZCTL_STATE_DIR", dir.join("state"))
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run czctl doctor")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn all_checks_pass_with_default_rights() {
+    let sim = kubesim(&["demo"], &[]);
+    let hosts = hosts_file(&sim, "doctor-ok");
+    let kubeconfig = sim.kubeconfig.to_string_lossy().into_owned();
+    let hosts_arg = hosts.to_string_lossy().into_owned();
+    let args = [
+        "--kubeconfig",
+        &kubeconfig,
+        "-n",
+        "demo",
+        "--hosts-file",
+        &hosts_arg,
+        "-o",
+        "json",
+    ];
+    let out = doctor(&sim.dir, &args);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert_eq!(report["ok"], true, "{stdout}");
+    let checks = report["checks"].as_array().expect("checks array");
+    for check in checks {
+        let status = check["status"].as_str().unwrap_or("");
+        assert!(status == "pass" || status == "warn", "{check}");
+    }
+    let by_name = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name:?} in {stdout}"))
+    };
+    assert_eq!(by_name("kubeconfig")["status"], "pass");
+    let api = by_name("api server");
+    assert_eq!(api["status"], "pass");
+    assert!(
+        api["detail"].as_str().unwrap_or("").contains(&sim.api),
+        "{api}"
+    );
+    let portforward = by_name("rights: create pods/portforward");
+    assert_eq!(portforward["status"], "pass");
+    assert_eq!(portforward["detail"], "allowed in namespace demo");
+    assert_eq!(by_name("rights: watch endpointslices")["status"], "pass");
+    assert_eq!(by_name("hosts file")["status"], "pass");
+    assert_eq!(by_name("loopback addresses")["status"], "pass");
+    // The doctor only looks.
+    assert_eq!(
+        std::fs::read_to_string(&hosts).expect("hosts"),
+        ORIGINAL_HOSTS
+    );
+}
+
+#[test]
+fn a_missing_right_fails_with_exit_4_and_the_fix() {
+    let dir = std::env::temp_dir().join(format!("czctl-doctor-rbac-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let rbac = dir.join("rbac.yaml");
+    std::fs::write(
+        &rbac,
+        "user: dev\ndeny:\n  - verbs: [create]\n    resources: [pods/portforward]\n    namespaces: [demo]\n",
+    )
+    .expect("write rbac file");
+    let sim = kubesim(&["demo"], &["--rbac", &rbac.to_string_lossy()]);
+    let hosts = hosts_file(&sim, "doctor-rbac");
+    let kubeconfig = sim.kubeconfig.to_string_lossy().into_owned();
+    let hosts_arg = hosts.to_string_lossy().into_owned();
+    let args = [
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        "demo",
+        "--hosts-file",
+        &hosts_arg,
+    ];
+    let out = doctor(&sim.dir, &args);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("rights: create pods/portforward"))
+        .unwrap_or_else(|| panic!("no pods/portforward line in {stdout}"));
+    assert!(line.contains("fail") && line.contains("demo"), "{line}");
+    assert!(
+        stdout.contains(
+            "fix: ask your cluster admin for: kubectl create role czctl-pods-portforward \
+             --verb=create --resource=pods/portforward -n demo"
+        ),
+        "{stdout}"
+    );
+    // The other rights are not denied.
+    let listed = stdout
+        .lines()
+        .find(|l| l.starts_with("rights: list services"))
+        .unwrap_or("");
+    assert!(listed.contains("pass"), "{stdout}");
+    assert!(
+        stderr.contains("rights: create pods/portforward"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_kubeconfig_fails_with_exit_3_and_names_it() {
+    let dir = std::env::temp_dir().join(format!("czctl-doctor-nokc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let hosts = dir.join("hosts");
+    // A block left by a process that is gone: reported, not removed.
+    let stale = format!(
+        "{ORIGINAL_HOSTS}# czctl begin session=tp-gone22 pid={} -- added by czctl\n\
+         127.1.2.3\techo.demo\n# czctl end session=tp-gone22\n",
+        0x7fff_fff0_u32
+    );
+    std::fs::write(&hosts, &stale).expect("write hosts");
+    let missing = dir.join("no-such-dir").join("kubeconfig");
+    let out = doctor(
+        &dir,
+        &[
+            "--kubeconfig",
+            &missing.to_string_lossy(),
+            "--hosts-file",
+            &hosts.to_string_lossy(),
+        ],
+    );
+    let hosts_after = std::fs::read_to_string(&hosts).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let path = missing.display().to_string();
+    assert!(stderr.contains(&path), "{stderr}");
+    let kubeconfig_line = stdout
+        .lines()
+        .find(|l| l.starts_with("kubeconfig"))
+        .unwrap_or("");
+    assert!(
+        kubeconfig_line.contains("fail") && kubeconfig_line.contains(&path),
+        "{stdout}"
+    );
+    assert!(stdout.contains("skipped: no client"), "{stdout}");
+    let stale_line = stdout
+        .lines()
+        .find(|l| l.starts_with("stale hosts blocks"))
+        .unwrap_or("");
+    assert!(
+        stale_line.contains("warn") && stale_line.contains("tp-gone22"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("czctl session close --all"), "{stdout}");
+    assert_eq!(hosts_after, stale);
+}
