@@ -29,6 +29,10 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             teleport::run(options).await
         }
         Command::Status(args) => status(args).await,
+        Command::Completion { shell } => {
+            crate::docs::completion(shell, &mut std::io::stdout());
+            Ok(())
+        }
         Command::Session(SessionCommand::List { output }) => list(output),
         Command::Session(SessionCommand::Close(args)) => close(args).await,
         Command::Doctor(args) => {

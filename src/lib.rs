@@ -9,6 +9,7 @@
 //! - [`teleport`]: `namespace teleport`: plan, engine, report.
 //! - [`session`]: session records, control sockets, `status`, `session list|close`.
 //! - [`detach`]: `--detach`: the background child and the ready handshake.
+//! - [`docs`]: shell completions and the man pages in `man/`, from the clap definitions.
 //! - [`exit`]: exit codes and the error type that carries them.
 //!
 //! Address allocation lives in the `loopback` crate (shared by concurrent runs via a registry).
@@ -27,6 +28,7 @@ pub mod app;
 pub mod cli;
 pub mod cluster;
 pub mod detach;
+pub mod docs;
 pub mod doctor;
 pub mod exit;
 pub mod forward;

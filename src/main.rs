@@ -10,10 +10,13 @@ fn main() -> std::process::ExitCode {
         _ => "debug",
     };
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{level},kube=warn"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .init();
+        .with_env_filter(filter);
+    match cli.log_format {
+        czctl::cli::LogFormat::Json => logs.json().init(),
+        czctl::cli::LogFormat::Text => logs.init(),
+    }
     // kube's TLS and ours use ring; choose it explicitly so rustls never has to guess.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
