@@ -147,6 +147,15 @@ fn teleport_options(args: TeleportArgs) -> Result<TeleportOptions, Fatal> {
             ));
         }
     }
+    if !args.cluster_domain.split('.').all(is_dns_label) {
+        return Err(Fatal::new(
+            Code::Usage,
+            format!(
+                "--cluster-domain {:?} is not a DNS domain (dot-separated labels of lowercase letters, digits and '-')",
+                args.cluster_domain
+            ),
+        ));
+    }
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = args.namespaces.iter().find(|ns| !seen.insert(*ns)) {
         return Err(Fatal::new(

@@ -61,9 +61,33 @@ pub fn from_kube(context: &str, err: &kube::Error) -> Fatal {
         kube::Error::Api(status) if status.code == 404 => {
             Fatal::new(Code::NotFound, format!("{context}: {}", status.message))
         }
+        kube::Error::Api(status) if status.code == 400 || status.code == 422 => Fatal::new(
+            Code::Usage,
+            format!("{context}: the API server rejected the request: {}", status.message),
+        ),
+        kube::Error::Api(status) => Fatal::new(
+            Code::Config,
+            format!("{context}: the API server answered {} {}: {}", status.code, status.reason, status.message),
+        ),
         other => Fatal::new(
             Code::Config,
-            format!("{context}: {other}\nCheck that the cluster in your kubeconfig is reachable (kubectl cluster-info)."),
+            format!("{context}: cannot reach the cluster: {}\nCheck that the cluster in your kubeconfig is reachable (kubectl cluster-info).", chain(other)),
         ),
     }
+}
+
+/// An error and its causes on one line (`a: b: c`), so "connection refused" is not hidden
+/// behind a generic "client error".
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

