@@ -36,7 +36,7 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
         Command::Session(SessionCommand::List { output }) => list(output),
         Command::Session(SessionCommand::Close(args)) => close(args).await,
         Command::Doctor(args) => {
-            crate::doctor::command(&doctor_options(&args), args.output == Output::Json).await
+            crate::doctor::command(&doctor_options(&args)?, args.output == Output::Json).await
         }
     }
 }
@@ -126,8 +126,16 @@ async fn close(args: CloseArgs) -> Result<(), Fatal> {
     Ok(())
 }
 
-fn doctor_options(args: &crate::cli::DoctorArgs) -> crate::doctor::DoctorOptions {
-    crate::doctor::DoctorOptions {
+fn doctor_options(args: &crate::cli::DoctorArgs) -> Result<crate::doctor::DoctorOptions, Fatal> {
+    if let Some(ns) = args.namespace.as_deref().filter(|ns| !is_dns_label(ns)) {
+        return Err(Fatal::new(
+            Code::Usage,
+            format!(
+                "{ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"
+            ),
+        ));
+    }
+    Ok(crate::doctor::DoctorOptions {
         client: ClientOptions {
             kubeconfig: args.cluster.kubeconfig.clone(),
             context: args.cluster.context.clone(),
@@ -135,7 +143,7 @@ fn doctor_options(args: &crate::cli::DoctorArgs) -> crate::doctor::DoctorOptions
         namespace: args.namespace.clone(),
         hosts_file: args.hosts_file.clone(),
         registry_dir: registry_dir(),
-    }
+    })
 }
 
 fn teleport_options(args: TeleportArgs) -> Result<TeleportOptions, Fatal> {

@@ -4,12 +4,13 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = czctl::cli::Cli::parse();
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
+    // kube's own client errors are reported by czctl with context; show them only at -vv.
+    let default_filter = match cli.verbose {
+        0 => "warn,kube_client=off,kube_runtime=off",
+        1 => "info,kube_client=off,kube_runtime=warn",
         _ => "debug",
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{level},kube=warn"));
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| default_filter.to_string());
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(

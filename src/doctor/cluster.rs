@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use kube::config::Kubeconfig;
-
 use super::check::{Area, Check};
 use super::rights;
 use crate::cluster::client::{self, ClientError, ClientOptions};
@@ -30,8 +28,7 @@ pub async fn checks(options: &ClientOptions, namespace: Option<&str>) -> Vec<Che
         "kubeconfig",
         format!("context {}, namespace {namespace}", connected.context),
     )];
-    let server = server_url(options, &connected.context);
-    let at = server.map(|s| format!(" at {s}")).unwrap_or_default();
+    let at = format!(" at {}", connected.server.trim_end_matches('/'));
     let version = tokio::time::timeout(VERSION_TIMEOUT, connected.client.apiserver_version()).await;
     match version {
         Ok(Ok(info)) => {
@@ -44,7 +41,7 @@ pub async fn checks(options: &ClientOptions, namespace: Option<&str>) -> Vec<Che
         }
         Ok(Err(e)) => {
             out.push(api_failed(
-                &format!("cannot reach the API server{at}: {e}"),
+                &format!("cannot reach the API server{at}: {}", with_causes(&e)),
                 &e,
             ));
             out.push(skipped_rights(Some(&namespace), UNREACHABLE));
@@ -94,6 +91,21 @@ fn api_failed(detail: &str, e: &kube::Error) -> Check {
     Check::fail(Area::Cluster, "api server", detail).with_fix(fix)
 }
 
+/// `error: cause: cause`, without repeating a cause its parent already shows.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let shown = cause.to_string();
+        if !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 const NO_CLIENT: &str = "skipped: no client";
 const UNREACHABLE: &str = "skipped: the API server is not reachable";
 
@@ -101,34 +113,4 @@ const UNREACHABLE: &str = "skipped: the API server is not reachable";
 fn skipped_rights(namespace: Option<&str>, why: &str) -> Check {
     let ns = namespace.unwrap_or("the namespace");
     Check::warn(Area::Rights, format!("rights in {ns}"), why)
-}
-
-/// The server address of `context`, read from the kubeconfig the way the client found it; only
-/// for display, so `None` when unsure (under sudo the client may read another user's file).
-fn server_url(options: &ClientOptions, context: &str) -> Option<String> {
-    let config = match &options.kubeconfig {
-        Some(path) => Kubeconfig::read_from(path).ok()?,
-        None if under_sudo() => return None,
-        None => Kubeconfig::read().ok()?,
-    };
-    let cluster = config
-        .contexts
-        .iter()
-        .find(|c| c.name == context)?
-        .context
-        .as_ref()?
-        .cluster
-        .clone();
-    config
-        .clusters
-        .iter()
-        .find(|c| c.name == cluster)?
-        .cluster
-        .as_ref()?
-        .server
-        .clone()
-}
-
-fn under_sudo() -> bool {
-    std::env::var_os("KUBECONFIG").is_none() && std::env::var_os("SUDO_USER").is_some()
 }
