@@ -41,7 +41,10 @@ pub async fn checks(options: &ClientOptions, namespace: Option<&str>) -> Vec<Che
         }
         Ok(Err(e)) => {
             out.push(api_failed(
-                &format!("cannot reach the API server{at}: {}", with_causes(&e)),
+                &format!(
+                    "cannot reach the API server{at}: {}",
+                    crate::exit::chain(&e)
+                ),
                 &e,
             ));
             out.push(skipped_rights(Some(&namespace), UNREACHABLE));
@@ -89,21 +92,6 @@ fn api_failed(detail: &str, e: &kube::Error) -> Check {
         _ => REACH_FIX,
     };
     Check::fail(Area::Cluster, "api server", detail).with_fix(fix)
-}
-
-/// `error: cause: cause`, without repeating a cause its parent already shows.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let shown = cause.to_string();
-        if !text.contains(&shown) {
-            text.push_str(": ");
-            text.push_str(&shown);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 const NO_CLIENT: &str = "skipped: no client";

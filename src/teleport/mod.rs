@@ -428,26 +428,7 @@ pub fn is_alive(pid: u32) -> bool {
 
 /// The current time as RFC 3339 UTC, second precision.
 fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{:.0}", jiff::Timestamp::now())
 }
 
 /// A short random session id such as `tp-k3x9q2`.
@@ -492,6 +473,13 @@ mod tests {
         let id = session_id();
         assert!(id.starts_with("tp-") && id.len() == 9, "{id}");
         assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    }
+
+    #[test]
+    fn timestamps_have_second_precision() {
+        let now = now_rfc3339();
+        assert_eq!(now.len(), "2026-11-23T09:00:00Z".len(), "{now}");
+        assert!(now.ends_with('Z'), "{now}");
     }
 
     #[test]
