@@ -30,6 +30,7 @@ pub mod cluster;
 pub mod detach;
 pub mod docs;
 pub mod doctor;
+pub mod env;
 pub mod exit;
 pub mod forward;
 pub mod hosts;

@@ -115,7 +115,7 @@ pub async fn fetch(
     };
     let spec = spec
         .ok_or_else(|| Fatal::new(Code::NotFound, format!("{context}: it has no pod template")))?;
-    let live_pod = match selector.as_ref().and_then(|s| selector_string(s)) {
+    let live_pod = match selector.as_ref().and_then(selector_string) {
         Some(labels) => live_pod(client, namespace, &labels).await,
         None => None,
     };

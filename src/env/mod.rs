@@ -1,0 +1,4 @@
+//! Workload configuration export.
+
+pub mod format;
+pub mod resolve;
