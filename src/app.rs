@@ -22,7 +22,7 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
                     options.detached = true;
                 }
                 Err(_) if detach => {
-                    return crate::detach::run(&teleport::session_id(), &options.state_dir);
+                    return crate::detach::run(&teleport::session_id(), &options);
                 }
                 Err(_) => {}
             }
@@ -38,6 +38,7 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
         Command::Doctor(args) => {
             crate::doctor::command(&doctor_options(&args)?, args.output == Output::Json).await
         }
+        Command::HostsHelper { file, state_dir } => crate::hosts::helper::run(&file, &state_dir),
     }
 }
 

@@ -3,18 +3,22 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::exit::{Code, Fatal};
+use crate::hosts::HostsEditor;
 use crate::session::record;
-use crate::teleport::READY_MARKER;
+use crate::teleport::{TeleportOptions, READY_MARKER};
 
 /// The environment variable that tells the child its session id (and that it is detached).
 pub const SESSION_ENV: &str = "CZCTL_DETACHED_SESSION";
 
 /// Starts the child with the same arguments minus `--detach`; returns when it is ready.
-pub fn run(session: &str, state_dir: &Path) -> Result<(), Fatal> {
+///
+/// When the hosts file needs root, the root helper is started here, where sudo can ask for the
+/// password on the terminal, and its socket is handed to the child (which has no terminal).
+pub fn run(session: &str, options: &TeleportOptions) -> Result<(), Fatal> {
+    let state_dir = options.state_dir.as_path();
     let local =
         |what: &str, e: &dyn std::fmt::Display| Fatal::new(Code::Local, format!("{what}: {e}"));
     let exe = std::env::current_exe().map_err(|e| local("cannot find the czctl executable", &e))?;
@@ -35,6 +39,24 @@ pub fn run(session: &str, state_dir: &Path) -> Result<(), Fatal> {
             .open(&log_path)
             .map_err(|e| local(&format!("cannot open {}", log_path.display()), &e))?
     };
+    // The root helper, if one is needed, logs to the session log: it outlives this process
+    // and must not hold on to its stderr (a pipe a script may be waiting on).
+    let helper_log = log
+        .try_clone()
+        .map_err(|e| local(&format!("cannot open {}", log_path.display()), &e))?;
+    let editor = match HostsEditor::open(&options.hosts_file, state_dir, Some(helper_log)) {
+        Ok(editor) => editor,
+        Err(e) => {
+            let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let _ = std::fs::remove_file(&log_path);
+            let said = if said.trim().is_empty() {
+                String::new()
+            } else {
+                format!("\n{}", said.trim_end())
+            };
+            return Err(Fatal::new(Code::Local, format!("{e}{said}")));
+        }
+    };
     let mut cmd = Command::new(exe);
     cmd.args(args)
         .env(SESSION_ENV, session)
@@ -49,9 +71,21 @@ pub fn run(session: &str, state_dir: &Path) -> Result<(), Fatal> {
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| local("cannot start the background session", &e))?;
+    let handed = match editor {
+        HostsEditor::Elevated(helper) => {
+            eprintln!(
+                "czctl: {} is edited by a helper running as root (pid {}, started with sudo); \
+                 everything else runs as you",
+                options.hosts_file.display(),
+                helper.helper_pid()
+            );
+            Some(helper.hand_over(&mut cmd))
+        }
+        HostsEditor::Direct(_) => None,
+    };
+    let spawned = cmd.spawn();
+    drop(handed);
+    let mut child = spawned.map_err(|e| local("cannot start the background session", &e))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut err = std::io::stderr().lock();
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {

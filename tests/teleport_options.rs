@@ -429,6 +429,9 @@ fn a_hosts_file_the_user_cannot_write_is_a_local_error() {
             ("HOME", &home),
             ("CZCTL_STATE_DIR", &state),
             ("CZCTL_REGISTRY_DIR", &registry),
+            // No way to elevate (and never the machine's real sudo): tests/elevation.rs
+            // covers sudo.
+            ("CZCTL_SUDO", Path::new("/nonexistent/czctl-test-sudo")),
         ],
         &[
             "namespace",

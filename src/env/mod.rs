@@ -1,4 +1,11 @@
-//! Workload configuration export.
+//! Workload configuration export: a container's environment, resolved as the kubelet resolves
+//! it, written in a format whose readers all get every value back byte-for-byte.
+//!
+//! - [`sources`]: fetch the ConfigMaps, Secrets and live pod a container refers to.
+//! - [`resolve`]: the kubelet's rules (pure).
+//! - [`format`]: `env`, `sh`, `json`, `yaml`, and refusal of what a format cannot carry (pure),
+//!   plus the 0600 atomic file write.
 
 pub mod format;
 pub mod resolve;
+pub mod sources;

@@ -154,6 +154,21 @@ pub struct FoundBlock {
 }
 
 impl FoundBlock {
+    /// Rebuilds a block found elsewhere (the root helper reports them over its socket).
+    pub(crate) fn from_parts(
+        session: String,
+        pid: u32,
+        lines: Range<usize>,
+        terminated: bool,
+    ) -> Self {
+        Self {
+            session,
+            pid,
+            lines,
+            terminated,
+        }
+    }
+
     /// The session id from the begin marker.
     pub fn session(&self) -> &str {
         &self.session

@@ -28,13 +28,25 @@
 //! - [`block`](mod@block): pure text operations (render, parse, splice, stale removal); no I/O.
 //! - [`file`](mod@file): reading, writing and backing up the file; no policy.
 //! - `replace`: the primitives below it: staged temporary file + rename, in-place rewrite.
+//! - [`editor`](mod@editor): [`HostsEditor`], what teleports and `session close` edit through:
+//!   the file directly when czctl may write it, else [`elevated`](mod@elevated): a root
+//!   [`helper`](mod@helper) (`czctl hosts-helper`) started once through sudo, so only the
+//!   hosts-file edits (and binding ports below 1024) run as root; the Kubernetes client never
+//!   does. When czctl dies the helper removes the blocks it wrote.
+//! - `fdpass`: JSON lines with a descriptor attached, between czctl and the helper.
 
 pub mod block;
+pub mod editor;
+pub mod elevated;
+mod fdpass;
 pub mod file;
+pub mod helper;
 mod replace;
 
 pub use block::{
     parse_blocks, remove_stale, render, splice, BlockId, Entry, FoundBlock, InvalidInput,
     NAMES_PER_LINE,
 };
+pub use editor::{EditError, HostsEditor, OpenError};
+pub use elevated::{ElevateError, Elevated, HelperError};
 pub use file::{HostsError, HostsFile, Outcome, StaleCleanup, WriteMethod};

@@ -1,7 +1,8 @@
 //! Listing, inspecting and closing sessions from any czctl run: live ones through their
 //! control socket, stale ones (their process is gone) by undoing what they left behind.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use loopback::Registry;
@@ -10,7 +11,7 @@ use super::control::{self, Request, Response};
 use super::record::{self, Record};
 use super::status::Status;
 use crate::exit::{Code, Fatal};
-use crate::hosts::{BlockId, HostsFile};
+use crate::hosts::{parse_blocks, BlockId, HostsEditor};
 use crate::teleport::is_alive;
 
 /// Where sessions and their leftovers live.
@@ -89,6 +90,7 @@ pub async fn status(places: &Places, id: Option<&str>) -> Result<Vec<(Record, St
 /// that is already closed succeeds and says so.
 pub async fn close(places: &Places, id: Option<&str>) -> Result<Vec<String>, Fatal> {
     let mut said = Vec::new();
+    let mut editors = Editors::default();
     let all = records(places)?;
     let chosen: Vec<Record> = all
         .into_iter()
@@ -108,16 +110,22 @@ pub async fn close(places: &Places, id: Option<&str>) -> Result<Vec<String>, Fat
             ));
         }
         if Record::path(&places.state_dir, &record.id).exists() {
-            clean_stale(places, &record)?;
+            clean_stale(places, &record, &mut editors)?;
             said.push(format!(
                 "session {} was stale (pid {} gone): removed its hosts entries and addresses",
                 record.id, record.pid
             ));
         }
     }
-    if id.is_none() {
-        let cleanup = HostsFile::new(places.hosts_file.clone())
-            .remove_stale(is_alive)
+    let has_stale = |text: &str| {
+        parse_blocks(text)
+            .iter()
+            .any(|b| b.terminated() && !is_alive(b.pid()))
+    };
+    if id.is_none() && needs_edit(&places.hosts_file, has_stale) {
+        let cleanup = editors
+            .get(&places.hosts_file, &places.state_dir)?
+            .remove_stale()
             .map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
         for block in cleanup.removed {
             said.push(format!(
@@ -126,11 +134,36 @@ pub async fn close(places: &Places, id: Option<&str>) -> Result<Vec<String>, Fat
                 block.pid()
             ));
         }
-        if said.is_empty() {
-            said.push("no sessions to close".into());
-        }
+    }
+    if id.is_none() && said.is_empty() {
+        said.push("no sessions to close".into());
     }
     Ok(said)
+}
+
+/// The hosts editors one `session close` uses, one per file, opened (and so elevated) only
+/// when there is something to remove.
+#[derive(Default)]
+struct Editors(HashMap<PathBuf, HostsEditor>);
+
+impl Editors {
+    fn get(&mut self, file: &Path, state_dir: &Path) -> Result<&HostsEditor, Fatal> {
+        if !self.0.contains_key(file) {
+            let editor = HostsEditor::open(file, state_dir, None)
+                .map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
+            self.0.insert(file.to_path_buf(), editor);
+        }
+        Ok(&self.0[file])
+    }
+}
+
+/// Whether `file` may need an edit: `wanted` says so about its text, and a file czctl cannot
+/// read is tried anyway (the edit then reports why it fails).
+fn needs_edit(file: &Path, wanted: impl Fn(&str) -> bool) -> bool {
+    match std::fs::read(file) {
+        Ok(bytes) => wanted(&String::from_utf8_lossy(&bytes)),
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
 }
 
 /// Asks a live session to close and waits for its process to end (SIGTERM, then SIGKILL, as
@@ -172,14 +205,22 @@ async fn wait_gone(pid: u32, timeout: Duration) -> bool {
 }
 
 /// Undoes what a dead session left: its hosts block, its addresses, its record.
-fn clean_stale(places: &Places, record: &Record) -> Result<(), Fatal> {
+fn clean_stale(places: &Places, record: &Record, editors: &mut Editors) -> Result<(), Fatal> {
     let local = |e: &dyn std::fmt::Display| {
         Fatal::new(Code::Local, format!("cleaning session {}: {e}", record.id))
     };
     let block = BlockId::new(record.id.clone(), record.pid).map_err(|e| local(&e))?;
-    HostsFile::new(record.hosts_file.clone())
-        .remove(&block)
-        .map_err(|e| local(&e))?;
+    let has_block = |text: &str| {
+        parse_blocks(text)
+            .iter()
+            .any(|b| b.session() == block.session())
+    };
+    if needs_edit(&record.hosts_file, has_block) {
+        editors
+            .get(&record.hosts_file, &places.state_dir)?
+            .remove(&block)
+            .map_err(|e| local(&e))?;
+    }
     Registry::new(places.registry_dir.clone())
         .release_all_of(record.pid)
         .map_err(|e| local(&e))?;

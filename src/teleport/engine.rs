@@ -21,7 +21,7 @@ use crate::cluster::watch::Kind;
 use crate::forward::listener;
 use crate::forward::target::Target;
 use crate::forward::transport::Transport;
-use crate::hosts::{BlockId, Entry, HostsFile};
+use crate::hosts::{BlockId, Entry, HostsEditor};
 use crate::session::control::StatusFn;
 use crate::session::status::{Forward, Note, PodState, Status};
 
@@ -42,7 +42,7 @@ pub enum EngineError {
     Alloc(#[from] loopback::alloc::AllocError),
     /// The hosts file could not be updated.
     #[error("{0}")]
-    Hosts(#[from] crate::hosts::HostsError),
+    Hosts(#[from] crate::hosts::EditError),
 }
 
 /// What the control socket reads: a copy of the forwarding table, refreshed after every
@@ -114,7 +114,7 @@ pub struct Engine {
     model: Model,
     registry: Registry,
     transport: Arc<dyn Transport>,
-    hosts: HostsFile,
+    hosts: HostsEditor,
     block: BlockId,
     running: BTreeMap<String, Running>,
     report: Report,
@@ -126,7 +126,7 @@ impl Engine {
         naming: Naming,
         registry: Registry,
         transport: Arc<dyn Transport>,
-        hosts: HostsFile,
+        hosts: HostsEditor,
         block: BlockId,
         report: Report,
     ) -> Self {
@@ -219,8 +219,14 @@ impl Engine {
         for (key, desired) in wanted {
             match self.running.get_mut(&key) {
                 Some(running) => {
-                    hosts_dirty |=
-                        update(running, &desired, &self.transport, &mut self.report, &key);
+                    hosts_dirty |= update(
+                        running,
+                        &desired,
+                        &self.transport,
+                        &self.hosts,
+                        &mut self.report,
+                        &key,
+                    );
                 }
                 None => new.push((key, desired)),
             }
@@ -278,17 +284,32 @@ impl Engine {
             .map(|(k, d)| (k.as_str(), d.ports.keys().copied().collect()))
             .collect();
         let mut bound: HashMap<String, Vec<(u16, StdListener)>> = HashMap::new();
+        let mut denied: Vec<(String, u16)> = Vec::new();
+        let hosts = &self.hosts;
         let addrs = self.registry.allocate(&keys, |key, addr| {
             let mut listeners = Vec::new();
+            let mut refused = Vec::new();
             for &port in ports.get(key).map(Vec::as_slice).unwrap_or(&[]) {
-                match listener::bind(addr, port) {
+                match hosts.listen(addr, port) {
                     Ok(l) => listeners.push((port, l)),
+                    // Not this address's fault: this user may not bind the port anywhere.
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        refused.push(port)
+                    }
                     Err(_) => return false,
                 }
             }
+            denied.extend(refused.into_iter().map(|port| (key.to_string(), port)));
             bound.insert(key.to_string(), listeners);
             true
         })?;
+        for (key, port) in &denied {
+            warn!(
+                "port {port} of {key} is not forwarded: this user may not listen on ports \
+                 below 1024 (net.ipv4.ip_unprivileged_port_start); run czctl with sudo or \
+                 lower that limit"
+            );
+        }
         for ((key, desired), addr) in new.into_iter().zip(addrs) {
             let target = Arc::new(Target::new(
                 desired.service.clone(),
@@ -384,6 +405,7 @@ fn update(
     running: &mut Running,
     desired: &Desired,
     transport: &Arc<dyn Transport>,
+    hosts: &HostsEditor,
     report: &mut Report,
     key: &str,
 ) -> bool {
@@ -404,7 +426,7 @@ fn update(
             continue;
         }
         let stop = CancellationToken::new();
-        let served = listener::bind(running.addr, port).and_then(|l| {
+        let served = hosts.listen(running.addr, port).and_then(|l| {
             listener::serve(l, running.target.clone(), transport.clone(), stop.clone())
         });
         match served {

@@ -5,10 +5,11 @@
 //! - [`engine`]: makes it run: addresses, listeners, hosts block; teardown.
 //! - [`report`]: the ready table and change lines on stdout.
 //!
-//! Order of a run: check the hosts file is writable (nothing changes before that), build the
-//! client, check the namespaces, clean stale hosts blocks, back up the hosts file, start the
-//! watchers, wait for every first list, start everything in one batch, print the table, then
-//! follow changes. Teardown removes the block and releases the addresses.
+//! Order of a run: make sure the hosts file can be edited, directly or through a root helper
+//! started once with sudo (nothing changes before that), build the client (always as the
+//! invoking user), check the namespaces, clean stale hosts blocks, back up the hosts file,
+//! start the watchers, wait for every first list, start everything in one batch, print the
+//! table, then follow changes. Teardown removes the block and releases the addresses.
 
 pub mod engine;
 pub mod plan;
@@ -32,7 +33,7 @@ use crate::cluster::model::ObjectKey;
 use crate::cluster::watch::{self, Kind, WatchEvent};
 use crate::exit::{self, Code, Fatal};
 use crate::forward::transport::KubeWebSocket;
-use crate::hosts::{BlockId, HostsFile};
+use crate::hosts::{BlockId, Elevated, HostsEditor};
 use crate::session::control;
 use crate::session::record::{self, Record};
 use engine::Engine;
@@ -76,7 +77,7 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
     };
     let mut stop = Stop::install()?;
     raise_file_limit();
-    check_writable(&options.hosts_file)?;
+    let hosts = open_hosts(&options)?;
     let connected = client::connect(&options.client)
         .await
         .map_err(|e| Fatal::new(Code::Config, e.to_string()))?;
@@ -88,7 +89,6 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
     let session = options.session.clone().unwrap_or_else(session_id);
     let block = BlockId::new(session.clone(), std::process::id())
         .map_err(|e| Fatal::new(Code::Usage, e.to_string()))?;
-    let hosts = HostsFile::new(options.hosts_file.clone());
     prepare_hosts(&hosts, &block, &options)?;
     let mut record = Record {
         id: session.clone(),
@@ -160,14 +160,14 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
 
 /// Removes stale czctl blocks (saying so) and backs up the hosts file once for the session.
 fn prepare_hosts(
-    hosts: &HostsFile,
+    hosts: &HostsEditor,
     block: &BlockId,
     options: &TeleportOptions,
 ) -> Result<(), Fatal> {
     let local =
         |what: &str, e: &dyn std::fmt::Display| Fatal::new(Code::Local, format!("{what}: {e}"));
     let cleanup = hosts
-        .remove_stale(is_alive)
+        .remove_stale()
         .map_err(|e| local("cannot clean the hosts file", &e))?;
     for stale in &cleanup.removed {
         eprintln!(
@@ -400,20 +400,27 @@ async fn check_namespace(
     }
 }
 
-/// Fails before anything changes when the hosts file cannot be edited.
-fn check_writable(path: &std::path::Path) -> Result<(), Fatal> {
-    match std::fs::OpenOptions::new().append(true).open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Fatal::new(
-            Code::Local,
-            format!(
-                "cannot edit {}: permission denied. Run czctl with sudo (your kubeconfig is still read \
-                 from your home), or pass --hosts-file PATH to write the names elsewhere",
-                path.display()
-            ),
-        )),
-        Err(e) => Err(Fatal::new(Code::Local, format!("cannot open {}: {e}", path.display()))),
+/// How this run edits the hosts file: directly, through the root helper a `--detach` parent
+/// handed over, or through a new one started with sudo. Fails before anything changes when
+/// none of these works.
+fn open_hosts(options: &TeleportOptions) -> Result<HostsEditor, Fatal> {
+    let inherited = options
+        .detached
+        .then(|| Elevated::inherited(&options.hosts_file, &options.state_dir))
+        .flatten();
+    let editor = match inherited {
+        Some(helper) => helper.map(HostsEditor::Elevated).map_err(Into::into),
+        None => HostsEditor::open(&options.hosts_file, &options.state_dir, None),
     }
+    .map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
+    if let Some(pid) = editor.helper_pid() {
+        eprintln!(
+            "czctl: {} is edited by a helper running as root (pid {pid}, started with sudo); \
+             everything else runs as you",
+            options.hosts_file.display()
+        );
+    }
+    Ok(editor)
 }
 
 /// Whether a process runs (signal 0 probes without sending anything).

@@ -68,11 +68,17 @@ pub fn czctl_in_namespace(hosts: &Path, state: &Path, args: &[&str]) -> Czctl {
     .arg(hosts)
     .arg(czctl)
     .args(args)
-    .env("CZCTL_STATE_DIR", state)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start unshare");
+    .env("CZCTL_STATE_DIR", state);
+    spawn(cmd)
+}
+
+/// Starts `cmd` (which must end up exec'ing czctl, so its pid is czctl's) with stdin closed and
+/// stdout and stderr read line by line.
+pub fn spawn(mut cmd: Command) -> Czctl {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start czctl");
     let stdout = lines(child.stdout.take().unwrap(), false);
     let stderr = lines(child.stderr.take().unwrap(), true);
     Czctl {
