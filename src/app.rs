@@ -4,14 +4,19 @@ use std::path::PathBuf;
 
 use crate::cli::{
     Cli, CloseArgs, Command, NamespaceCommand, Output, SessionCommand, StatusArgs, TeleportArgs,
+    WorkloadCommand, WorkloadTeleportArgs,
 };
 use crate::cluster::client::ClientOptions;
+use crate::cluster::workload::WorkloadKind;
 use crate::exit::{Code, Fatal};
+use crate::export::ExportOptions;
 use crate::session::manage::{self, Places};
 use crate::teleport::{self, TeleportOptions};
 
-/// Runs the command the user asked for.
-pub async fn run(cli: Cli) -> Result<(), Fatal> {
+/// Runs the command the user asked for; returns the exit code (a command run under a
+/// workload teleport passes its own code on).
+pub async fn run(cli: Cli) -> Result<i32, Fatal> {
+    let done = |r: Result<(), Fatal>| r.map(|()| 0);
     match cli.command {
         Command::Namespace(NamespaceCommand::Teleport(args)) => {
             let detach = args.detach;
@@ -22,24 +27,87 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
                     options.detached = true;
                 }
                 Err(_) if detach => {
-                    return crate::detach::run(&teleport::session_id(), &options);
+                    return done(crate::detach::run(&teleport::session_id(), &options));
                 }
                 Err(_) => {}
             }
             teleport::run(options).await
         }
-        Command::Status(args) => status(args).await,
+        Command::Deployment(WorkloadCommand::Teleport(args)) => {
+            workload(WorkloadKind::Deployment, args).await
+        }
+        Command::Statefulset(WorkloadCommand::Teleport(args)) => {
+            workload(WorkloadKind::Statefulset, args).await
+        }
+        Command::Daemonset(WorkloadCommand::Teleport(args)) => {
+            workload(WorkloadKind::Daemonset, args).await
+        }
+        Command::Job(WorkloadCommand::Teleport(args)) => workload(WorkloadKind::Job, args).await,
+        Command::Cronjob(WorkloadCommand::Teleport(args)) => {
+            workload(WorkloadKind::Cronjob, args).await
+        }
+        Command::Pod(WorkloadCommand::Teleport(args)) => workload(WorkloadKind::Pod, args).await,
+        Command::Status(args) => done(status(args).await),
         Command::Completion { shell } => {
             crate::docs::completion(shell, &mut std::io::stdout());
-            Ok(())
+            Ok(0)
         }
-        Command::Session(SessionCommand::List { output }) => list(output),
-        Command::Session(SessionCommand::Close(args)) => close(args).await,
+        Command::Session(SessionCommand::List { output }) => done(list(output)),
+        Command::Session(SessionCommand::Close(args)) => done(close(args).await),
         Command::Doctor(args) => {
-            crate::doctor::command(&doctor_options(&args)?, args.output == Output::Json).await
+            done(crate::doctor::command(&doctor_options(&args)?, args.output == Output::Json).await)
         }
-        Command::HostsHelper { file, state_dir } => crate::hosts::helper::run(&file, &state_dir),
+        Command::HostsHelper { file, state_dir } => {
+            done(crate::hosts::helper::run(&file, &state_dir))
+        }
     }
+}
+
+/// `czctl KIND teleport NAME`: export, then teleport the namespace (unless `--env-only`),
+/// running the command, if any, with the exported environment.
+async fn workload(kind: WorkloadKind, args: WorkloadTeleportArgs) -> Result<i32, Fatal> {
+    if let Some(ns) = args.namespace.as_deref().filter(|ns| !is_dns_label(ns)) {
+        return Err(Fatal::new(
+            Code::Usage,
+            format!("{ns:?} is not a namespace name"),
+        ));
+    }
+    let options = ExportOptions {
+        kind,
+        name: args.name.clone(),
+        namespace: args.namespace.clone(),
+        client: ClientOptions {
+            kubeconfig: args.cluster.kubeconfig.clone(),
+            context: args.cluster.context.clone(),
+        },
+        container: args.container.clone(),
+        file: args.file.clone(),
+        format: args.format,
+        command: args.command.clone(),
+    };
+    let exported = crate::export::export(&options).await?;
+    if args.env_only {
+        return match exported.command {
+            Some(command) => {
+                let mut child = teleport::command::spawn(&command)?;
+                let status = child.wait().await.map_err(|e| {
+                    Fatal::new(Code::Local, format!("cannot wait for the command: {e}"))
+                })?;
+                Ok(teleport::command::code_of(status))
+            }
+            None => Ok(0),
+        };
+    }
+    let mut teleport = teleport_options(TeleportArgs {
+        namespaces: vec![exported.namespace],
+        cluster: args.cluster,
+        selector: None,
+        hosts_file: args.hosts_file,
+        cluster_domain: args.cluster_domain,
+        detach: false,
+    })?;
+    teleport.command = exported.command;
+    teleport::run(teleport).await
 }
 
 fn places(hosts_file: PathBuf) -> Places {
@@ -185,6 +253,7 @@ fn teleport_options(args: TeleportArgs) -> Result<TeleportOptions, Fatal> {
         registry_dir: registry_dir(),
         session: None,
         detached: false,
+        command: None,
     })
 }
 

@@ -34,6 +34,24 @@ pub enum Command {
     /// Work with whole namespaces.
     #[command(subcommand)]
     Namespace(NamespaceCommand),
+    /// Export a Deployment's configuration and teleport its namespace.
+    #[command(subcommand)]
+    Deployment(WorkloadCommand),
+    /// Export a StatefulSet's configuration and teleport its namespace.
+    #[command(subcommand)]
+    Statefulset(WorkloadCommand),
+    /// Export a DaemonSet's configuration and teleport its namespace.
+    #[command(subcommand)]
+    Daemonset(WorkloadCommand),
+    /// Export a Job's configuration and teleport its namespace.
+    #[command(subcommand)]
+    Job(WorkloadCommand),
+    /// Export a CronJob's configuration and teleport its namespace.
+    #[command(subcommand)]
+    Cronjob(WorkloadCommand),
+    /// Export a Pod's configuration and teleport its namespace.
+    #[command(subcommand)]
+    Pod(WorkloadCommand),
     /// Show what running sessions forward: addresses, ports, pods, connections, bytes, errors.
     Status(StatusArgs),
     /// List and close sessions (teleports), including ones left behind by a crash.
@@ -135,6 +153,51 @@ pub struct CloseArgs {
     /// The hosts file to sweep for stale blocks with --all.
     #[arg(long, default_value = "/etc/hosts", value_name = "PATH")]
     pub hosts_file: PathBuf,
+}
+
+/// `czctl KIND ...` for workloads.
+#[derive(Debug, Subcommand)]
+pub enum WorkloadCommand {
+    /// Write the workload's environment (env, envFrom, ConfigMaps, Secrets, downward API) to a
+    /// file as the kubelet resolves it, teleport its namespace, and optionally run a command
+    /// with that environment: `czctl deployment teleport api -n staging -- npm test`.
+    Teleport(WorkloadTeleportArgs),
+}
+
+/// `czctl KIND teleport NAME`.
+#[derive(Debug, Args)]
+pub struct WorkloadTeleportArgs {
+    /// The workload's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Its namespace (default: the context's namespace, else default).
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Write the variables to this file (mode 0600); without it and without a command, to stdout.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The container (default: the first app container; init containers only when named).
+    #[arg(short = 'c', long, value_name = "CONTAINER")]
+    pub container: Option<String>,
+    /// File format: env (python-dotenv and dotenvy), sh (bash/dash `export`), json, yaml.
+    #[arg(long, value_enum, default_value_t = crate::env::format::Format::Env)]
+    pub format: crate::env::format::Format,
+    /// Only export the configuration; do not teleport the namespace.
+    #[arg(long)]
+    pub env_only: bool,
+    /// Kubernetes client options.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The hosts file to add names to.
+    #[arg(long, default_value = "/etc/hosts", value_name = "PATH")]
+    pub hosts_file: PathBuf,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    pub cluster_domain: String,
+    /// Run this command with the environment while the teleport is active; czctl exits with
+    /// its exit code.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `czctl namespace ...`.

@@ -11,6 +11,8 @@
 //! - [`detach`]: `--detach`: the background child and the ready handshake.
 //! - [`docs`]: shell completions and the man pages in `man/`, from the clap definitions.
 //! - [`exit`]: exit codes and the error type that carries them.
+//! - [`env`], [`export`]: `KIND teleport NAME`: a workload's environment as the kubelet resolves
+//!   it, written in a format all its readers agree on, then a teleport with an optional command.
 //!
 //! Address allocation lives in the `loopback` crate (shared by concurrent runs via a registry).
 //!
@@ -32,6 +34,7 @@ pub mod docs;
 pub mod doctor;
 pub mod env;
 pub mod exit;
+pub mod export;
 pub mod forward;
 pub mod hosts;
 pub mod session;

@@ -35,7 +35,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     match runtime.block_on(czctl::app::run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(fatal) => {
             eprintln!("czctl: {fatal}");
             std::process::ExitCode::from(fatal.code as u8)

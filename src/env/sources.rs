@@ -10,7 +10,12 @@ use crate::exit::{self, Fatal};
 
 /// The sources of `container`: referenced ConfigMaps and Secrets that exist (a missing one is
 /// left out; resolution decides whether that is an error, honouring `optional`).
-pub async fn fetch(client: &Client, namespace: &str, workload: &Workload, container: &Container) -> Result<Sources, Fatal> {
+pub async fn fetch(
+    client: &Client,
+    namespace: &str,
+    workload: &Workload,
+    container: &Container,
+) -> Result<Sources, Fatal> {
     let (config_maps, secrets) = referenced(container);
     let mut sources = Sources::new(namespace);
     sources.pod = workload.live_pod.clone();
@@ -29,12 +34,20 @@ pub async fn fetch(client: &Client, namespace: &str, workload: &Workload, contai
     Ok(sources)
 }
 
-async fn get_optional<K>(api: &Api<K>, name: &str, kind: &str, namespace: &str) -> Result<Option<K>, Fatal>
+async fn get_optional<K>(
+    api: &Api<K>,
+    name: &str,
+    kind: &str,
+    namespace: &str,
+) -> Result<Option<K>, Fatal>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     match api.get_opt(name).await {
         Ok(found) => Ok(found),
-        Err(e) => Err(exit::from_kube(&format!("cannot read {kind} {namespace}/{name}"), &e)),
+        Err(e) => Err(exit::from_kube(
+            &format!("cannot read {kind} {namespace}/{name}"),
+            &e,
+        )),
     }
 }

@@ -11,6 +11,7 @@
 //! start the watchers, wait for every first list, start everything in one batch, print the
 //! table, then follow changes. Teardown removes the block and releases the addresses.
 
+pub mod command;
 pub mod engine;
 pub mod plan;
 pub mod report;
@@ -64,10 +65,12 @@ pub struct TeleportOptions {
     pub session: Option<String>,
     /// Running as the background child of `--detach`.
     pub detached: bool,
+    /// Run this command once ready; the session ends when it exits.
+    pub command: Option<command::CommandSpec>,
 }
 
 /// Runs a teleport until SIGINT/SIGTERM or a `session close`.
-pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
+pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
     let started_at = std::time::Instant::now();
     let phase = |name: &str| {
         info!(
@@ -138,8 +141,11 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
         phase("first lists received");
         engine.reconcile(&all).map_err(|e| local(&e))?;
         phase("addresses, listeners and hosts entries in place");
-        print_table(&mut engine, &all);
-        engine.report().go_live();
+        print_table(&mut engine, &all, options.command.is_some());
+        if options.command.is_none() {
+            // With a command, stdout is the command's: change lines stay off it.
+            engine.report().go_live();
+        }
         record.state = "ready".into();
         record.save(&options.state_dir).map_err(|e| local(&e))?;
         eprintln!(
@@ -149,13 +155,15 @@ pub async fn run(options: TeleportOptions) -> Result<(), Fatal> {
         if options.detached {
             announce_detached(&session);
         }
-        follow(&mut engine, &mut rx, &mut stop).await
+        let child = options.command.as_ref().map(command::spawn).transpose()?;
+        follow(&mut engine, &mut rx, &mut stop, child).await
     }
     .await;
     let teardown = engine.teardown();
     record.remove(&options.state_dir);
-    result?;
-    teardown.map_err(|e| Fatal::new(Code::Local, format!("teardown: {e}")))
+    let code = result?;
+    teardown.map_err(|e| Fatal::new(Code::Local, format!("teardown: {e}")))?;
+    Ok(code)
 }
 
 /// Removes stale czctl blocks (saying so) and backs up the hosts file once for the session.
@@ -265,11 +273,12 @@ impl Stop {
         })
     }
 
-    async fn requested(&mut self) {
+    /// Waits for a stop request; returns the signal to pass on to a command.
+    async fn requested(&mut self) -> i32 {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-            _ = self.close_rx.recv() => {}
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.int.recv() => libc::SIGINT,
+            _ = self.close_rx.recv() => libc::SIGTERM,
         }
     }
 }
@@ -290,18 +299,33 @@ fn announce_detached(session: &str) {
     }
 }
 
-/// Follows watch events until asked to stop.
+/// Follows watch events until asked to stop, or, with a command, until the command exits
+/// (stop requests are then passed on to it); returns the exit code to end with.
 async fn follow(
     engine: &mut Engine,
     rx: &mut mpsc::Receiver<WatchEvent>,
     stop: &mut Stop,
-) -> Result<(), Fatal> {
+    mut child: Option<tokio::process::Child>,
+) -> Result<i32, Fatal> {
     loop {
         let mut dirty = BTreeSet::new();
+        let exited = async {
+            match child.as_mut() {
+                Some(c) => c.wait().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = stop.requested() => return Ok(()),
+            signal = stop.requested() => match &child {
+                Some(c) => command::forward(c, signal),
+                None => return Ok(0),
+            },
+            status = exited => {
+                let status = status.map_err(|e| Fatal::new(Code::Local, format!("cannot wait for the command: {e}")))?;
+                return Ok(command::code_of(status));
+            }
             event = rx.recv() => {
-                let Some(event) = event else { return Ok(()) };
+                let Some(event) = event else { return Ok(0) };
                 handle(engine, event, &mut dirty);
                 tokio::time::sleep(BATCH).await;
                 while let Ok(event) = rx.try_recv() {
@@ -333,7 +357,7 @@ fn handle(engine: &mut Engine, event: WatchEvent, dirty: &mut BTreeSet<ObjectKey
     }
 }
 
-fn print_table(engine: &mut Engine, services: &BTreeSet<ObjectKey>) {
+fn print_table(engine: &mut Engine, services: &BTreeSet<ObjectKey>, to_stderr: bool) {
     let mut rows = Vec::new();
     for (key, addr, names, ports, target) in engine.running() {
         let label = if target.pinned.is_some() {
@@ -355,7 +379,7 @@ fn print_table(engine: &mut Engine, services: &BTreeSet<ObjectKey>) {
         }
     }
     rows.sort();
-    report::table(rows);
+    report::table(rows, to_stderr);
 }
 
 fn watch_failure(

@@ -134,8 +134,9 @@ pub fn note(view: &ServiceView) -> String {
     }
 }
 
-/// Prints the table of everything forwarded and not forwarded.
-pub fn table(rows: Vec<[String; 4]>) {
+/// Prints the table of everything forwarded and not forwarded: on stdout, or on stderr when
+/// stdout belongs to a command run under the teleport.
+pub fn table(rows: Vec<[String; 4]>, to_stderr: bool) {
     let header = [
         "SERVICE".to_string(),
         "ADDRESS".into(),
@@ -146,10 +147,11 @@ pub fn table(rows: Vec<[String; 4]>) {
     let width = |i: usize| all.iter().map(|r| r[i].len()).max().unwrap_or(0);
     let (w0, w1, w2) = (width(0), width(1), width(2));
     for row in all {
-        say(
-            format!("{:w0$}  {:w1$}  {:w2$}  {}", row[0], row[1], row[2], row[3])
-                .trim_end()
-                .to_string(),
-        );
+        let line = format!("{:w0$}  {:w1$}  {:w2$}  {}", row[0], row[1], row[2], row[3]);
+        if to_stderr {
+            eprintln!("{}", line.trim_end());
+        } else {
+            say(line.trim_end().to_string());
+        }
     }
 }

@@ -1,0 +1,199 @@
+//! `czctl deployment teleport` end to end: the exported file read back by its real readers,
+//! and a command run with the environment while the namespace is teleported.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn czctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_czctl"))
+}
+
+/// What the kubelet gives the demo echo container (fixtures/demo/echo.yaml), except POD_NAME,
+/// which names whichever live pod was read.
+const EXPECTED: &[(&str, &str)] = &[
+    ("DATABASE_HOST", "db.demo"),
+    ("DATABASE_PORT", "5432"),
+    ("GREETING", "hello from the cluster"),
+    ("LOG_LEVEL", "info"),
+    ("DATABASE_PASSWORD", "s3cr3t-demo-password"),
+    (
+        "DATABASE_URL",
+        "postgres://app:s3cr3t-demo-password@db.demo:5432/app",
+    ),
+];
+
+fn check(values: &std::collections::BTreeMap<String, String>, reader: &str) {
+    for (key, value) in EXPECTED {
+        assert_eq!(
+            values.get(*key).map(String::as_str),
+            Some(*value),
+            "{reader}: {key}"
+        );
+    }
+    assert!(
+        values["POD_NAME"].starts_with("echo-"),
+        "{reader}: {:?}",
+        values.get("POD_NAME")
+    );
+    assert_eq!(values.len(), EXPECTED.len() + 1, "{reader}: {values:?}");
+}
+
+#[test]
+fn env_only_writes_a_private_file_its_readers_agree_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = kubesim(&["demo"], &[]);
+    let file = sim.dir.join("echo.env");
+    let out = czctl()
+        .args([
+            "deployment",
+            "teleport",
+            "echo",
+            "-n",
+            "demo",
+            "--env-only",
+            "-f",
+        ])
+        .arg(&file)
+        .arg("--kubeconfig")
+        .arg(&sim.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("s3cr3t"),
+        "no secret in logs"
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // python-dotenv
+    let py = Command::new("python3")
+        .args(["-c", "import json,sys; from dotenv import dotenv_values; print(json.dumps(dotenv_values(sys.argv[1])))"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "python-dotenv: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    check(
+        &serde_json::from_slice(&py.stdout).unwrap(),
+        "python-dotenv",
+    );
+
+    // dotenvy
+    let values = dotenvy::from_path_iter(&file)
+        .unwrap()
+        .map(|item| item.unwrap())
+        .collect();
+    check(&values, "dotenvy");
+
+    // bash sourcing --format sh
+    let sh = sim.dir.join("echo.sh");
+    let out = czctl()
+        .args([
+            "deployment",
+            "teleport",
+            "echo",
+            "-n",
+            "demo",
+            "--env-only",
+            "--format",
+            "sh",
+            "-f",
+        ])
+        .arg(&sh)
+        .arg("--kubeconfig")
+        .arg(&sim.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys: Vec<&str> = EXPECTED
+        .iter()
+        .map(|(k, _)| *k)
+        .chain(["POD_NAME"])
+        .collect();
+    let script = format!(
+        ". \"$1\"; for k in {}; do printf '%s=%s\\n' \"$k\" \"$(printenv \"$k\")\"; done",
+        keys.join(" ")
+    );
+    let bash = Command::new("bash")
+        .args(["-c", &script, "bash"])
+        .arg(&sh)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let values = String::from_utf8_lossy(&bash.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    check(&values, "bash");
+}
+
+#[test]
+fn a_command_runs_with_the_environment_while_the_namespace_is_teleported() {
+    let sim = kubesim(&["demo"], &[]);
+    let hosts = hosts_file(&sim, "workload");
+    let state = sim.dir.join("state-workload");
+    let run = |script: &str| {
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "bash", "-c"])
+            .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+            .arg(&hosts)
+            .arg(env!("CARGO_BIN_EXE_czctl"))
+            .args([
+                "deployment",
+                "teleport",
+                "echo",
+                "-n",
+                "demo",
+                "--kubeconfig",
+            ])
+            .arg(&sim.kubeconfig)
+            .args(["--", "sh", "-c", script])
+            .env("CZCTL_STATE_DIR", &state)
+            .output()
+            .unwrap()
+    };
+    let out =
+        run("curl -sf http://echo.demo:8080/ && test \"$GREETING\" = 'hello from the cluster'");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        pod_of(stdout.trim()).is_some_and(|p| p.starts_with("echo-")),
+        "stdout is the command's: {stdout}"
+    );
+    let out = run("exit 3");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the command's exit code comes back"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&hosts).unwrap(),
+        ORIGINAL_HOSTS,
+        "teleport torn down"
+    );
+}
