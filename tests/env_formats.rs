@@ -143,6 +143,10 @@ fn key(index: usize) -> String {
 // ------------------------------------------------------------------------------------ readers
 
 type Values = BTreeMap<String, Vec<u8>>;
+/// Variables in file order.
+type Vars = Vec<(String, Vec<u8>)>;
+/// One reader's verdict on one file.
+type Verdict = (Reader, Result<(), String>);
 
 static FILES: AtomicU32 = AtomicU32::new(0);
 
@@ -169,6 +173,15 @@ fn file(text: &[u8], extension: &str) -> PathBuf {
         0o600
     );
     path
+}
+
+/// Removes files that were read as expected (a failure keeps its file for a look), and the
+/// scratch directory once it is empty.
+fn remove(paths: impl IntoIterator<Item = PathBuf>) {
+    for path in paths {
+        let _ = fs::remove_file(path);
+    }
+    let _ = fs::remove_dir(scratch());
 }
 
 fn have(program: &str, args: &[&str]) -> bool {
@@ -260,11 +273,11 @@ fn readers(format: Format) -> Vec<Reader> {
     readers
 }
 
-/// Reads each job's file (`{"path", "keys"}` on stdin) and prints, per file, the values or the
-/// error — python-dotenv's "could not parse statement" warnings count as errors.
-const PYTHON_DOTENV: &str = r#"
+/// Reads each job's file (`{"path", "keys"}` on stdin) with python's json or python-dotenv and
+/// prints, per file, the values or the error; python-dotenv's "could not parse statement"
+/// warnings count as errors.
+const PYTHON_READ: &str = r#"
 import json, logging, os, sys
-from dotenv import dotenv_values, load_dotenv
 
 class Collect(logging.Handler):
     def __init__(self):
@@ -282,12 +295,17 @@ results = []
 for job in json.load(sys.stdin):
     collect.messages = []
     try:
-        if mode == "load":
+        if mode == "json":
+            with open(job["path"], encoding="utf-8") as f:
+                values = json.load(f)
+        elif mode == "load":
+            from dotenv import load_dotenv
             for key in job["keys"]:
                 os.environ.pop(key, None)
             load_dotenv(job["path"], override=True)
             values = {key: os.environ[key] for key in job["keys"] if key in os.environ}
         else:
+            from dotenv import dotenv_values
             values = dotenv_values(job["path"], interpolate=(mode == "interpolate"))
         if collect.messages:
             results.append({"error": "; ".join(collect.messages)})
@@ -336,6 +354,7 @@ fn read_all(reader: Reader, files: &[(PathBuf, Vec<String>)]) -> Vec<Result<Valu
         Reader::PythonDotenvValues { interpolate: true } => "interpolate",
         Reader::PythonDotenvValues { interpolate: false } => "plain",
         Reader::PythonLoadDotenv => "load",
+        Reader::PythonJson => "json",
         _ => {
             return files
                 .iter()
@@ -348,7 +367,7 @@ fn read_all(reader: Reader, files: &[(PathBuf, Vec<String>)]) -> Vec<Result<Valu
         .map(|(path, keys)| serde_json::json!({"path": path, "keys": keys}))
         .collect();
     let mut child = Command::new("python3")
-        .args(["-c", PYTHON_DOTENV, mode])
+        .args(["-c", PYTHON_READ, mode])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -361,7 +380,7 @@ fn read_all(reader: Reader, files: &[(PathBuf, Vec<String>)]) -> Vec<Result<Valu
     writer.join().unwrap().unwrap();
     assert!(
         out.status.success(),
-        "python-dotenv reader failed: {}",
+        "python reader failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let answers: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
@@ -378,7 +397,7 @@ fn read_all(reader: Reader, files: &[(PathBuf, Vec<String>)]) -> Vec<Result<Valu
 /// Reads `path` with a reader that runs per file.
 fn read(reader: Reader, path: &Path, keys: &[String]) -> Result<Values, String> {
     match reader {
-        Reader::PythonDotenvValues { .. } | Reader::PythonLoadDotenv => {
+        Reader::PythonDotenvValues { .. } | Reader::PythonLoadDotenv | Reader::PythonJson => {
             read_all(reader, &[(path.to_path_buf(), keys.to_vec())]).remove(0)
         }
         Reader::Dotenvy => {
@@ -398,7 +417,10 @@ fn read(reader: Reader, path: &Path, keys: &[String]) -> Result<Values, String> 
                 .args(keys))?;
             let fields: Vec<&[u8]> = out.split(|b| *b == 0).collect();
             if fields.len() != keys.len() + 1 || !fields[keys.len()].is_empty() {
-                return Err(format!("unexpected output {:?}", String::from_utf8_lossy(&out)));
+                return Err(format!(
+                    "unexpected output {:?}",
+                    String::from_utf8_lossy(&out)
+                ));
             }
             let mut values = Values::new();
             for (k, field) in keys.iter().zip(fields) {
@@ -428,17 +450,6 @@ fn read(reader: Reader, path: &Path, keys: &[String]) -> Result<Values, String> 
                 serde_json::from_slice(&fs::read(path).unwrap()).map_err(|e| e.to_string())?;
             Ok(map.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
         }
-        Reader::PythonJson => {
-            let out = run(Command::new("python3")
-                .args([
-                    "-c",
-                    "import json, sys; json.dump(json.load(open(sys.argv[1], encoding='utf-8')), sys.stdout)",
-                ])
-                .arg(path))?;
-            let map: BTreeMap<String, String> =
-                serde_json::from_slice(&out).map_err(|e| e.to_string())?;
-            Ok(map.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
-        }
         Reader::SerdeSaphyr => {
             let text = fs::read(path).unwrap();
             let map: BTreeMap<String, String> =
@@ -450,7 +461,11 @@ fn read(reader: Reader, path: &Path, keys: &[String]) -> Result<Values, String> 
 
 /// Compares what a reader saw with `expected` (for shells only the keys asked; parsers must
 /// see nothing else either). Returns what differed.
-fn compare(reader: Reader, got: Result<Values, String>, expected: &[(String, Vec<u8>)]) -> Result<(), String> {
+fn compare(
+    reader: Reader,
+    got: Result<Values, String>,
+    expected: &[(String, Vec<u8>)],
+) -> Result<(), String> {
     let got = got?;
     let mut problems = Vec::new();
     for (k, v) in expected {
@@ -466,7 +481,10 @@ fn compare(reader: Reader, got: Result<Values, String>, expected: &[(String, Vec
     }
     let exhaustive = !matches!(reader, Reader::Shell { .. } | Reader::ShellChild { .. });
     if exhaustive {
-        for k in got.keys().filter(|k| !expected.iter().any(|(e, _)| e == *k)) {
+        for k in got
+            .keys()
+            .filter(|k| !expected.iter().any(|(e, _)| e == *k))
+        {
             problems.push(format!("unexpected key {k:?}"));
         }
     }
@@ -478,12 +496,12 @@ fn compare(reader: Reader, got: Result<Values, String>, expected: &[(String, Vec
 }
 
 /// For each file (text and the variables it should give), each reader's verdict.
-fn verdicts(format: Format, files: &[(PathBuf, Vec<(String, Vec<u8>)>)]) -> Vec<Vec<(Reader, Result<(), String>)>> {
+fn verdicts(format: Format, files: &[(PathBuf, Vars)]) -> Vec<Vec<Verdict>> {
     let jobs: Vec<(PathBuf, Vec<String>)> = files
         .iter()
         .map(|(path, vars)| (path.clone(), vars.iter().map(|(k, _)| k.clone()).collect()))
         .collect();
-    let mut out: Vec<Vec<(Reader, Result<(), String>)>> = files.iter().map(|_| Vec::new()).collect();
+    let mut out: Vec<Vec<Verdict>> = files.iter().map(|_| Vec::new()).collect();
     for reader in readers(format) {
         for (index, got) in read_all(reader, &jobs).into_iter().enumerate() {
             out[index].push((reader, compare(reader, got, &files[index].1)));
@@ -493,8 +511,8 @@ fn verdicts(format: Format, files: &[(PathBuf, Vec<(String, Vec<u8>)>)]) -> Vec<
 }
 
 /// Renders each set of variables in `format` and asserts every reader gets them back.
-fn assert_round_trips(format: Format, sets: &[Vec<(String, Vec<u8>)>]) {
-    let files: Vec<(PathBuf, Vec<(String, Vec<u8>)>)> = sets
+fn assert_round_trips(format: Format, sets: &[Vars]) {
+    let files: Vec<(PathBuf, Vars)> = sets
         .iter()
         .map(|vars| {
             let text = render(format, vars).unwrap_or_else(|e| panic!("{format}: {e}"));
@@ -504,10 +522,14 @@ fn assert_round_trips(format: Format, sets: &[Vec<(String, Vec<u8>)>]) {
     for ((path, _), verdicts) in files.iter().zip(verdicts(format, &files)) {
         for (reader, verdict) in verdicts {
             if let Err(problem) = verdict {
-                panic!("{format} read by {reader:?} differs ({}):\n{problem}", path.display());
+                panic!(
+                    "{format} read by {reader:?} differs ({}):\n{problem}",
+                    path.display()
+                );
             }
         }
     }
+    remove(files.into_iter().map(|(path, _)| path));
 }
 
 fn extension(format: Format) -> &'static str {
@@ -523,15 +545,18 @@ fn extension(format: Format) -> &'static str {
 
 fn round_trip(format: Format) {
     let mut accepted = Vec::new();
+    let mut surprises = Vec::new();
     for (index, case) in cases().into_iter().enumerate() {
         let vars = vec![(key(index), case.value.clone())];
         let must_refuse = case.refused.contains(&format);
+        let shown = String::from_utf8_lossy(&case.value).into_owned();
         match render(format, &vars) {
-            Ok(_) if !must_refuse => accepted.push(vars.into_iter().next().unwrap()),
-            Ok(_) => panic!(
-                "{format} should refuse case {index} {:?}",
-                String::from_utf8_lossy(&case.value)
-            ),
+            Ok(_) => {
+                if must_refuse {
+                    surprises.push(format!("case {index} {shown:?} should be refused"));
+                }
+                accepted.push(vars.into_iter().next().unwrap());
+            }
             Err(FormatError::Unrepresentable {
                 key: refused_key,
                 format: refused_format,
@@ -545,17 +570,16 @@ fn round_trip(format: Format) {
                     .collect();
                 assert_eq!(alternatives, carriers, "case {index}");
             }
-            Err(err) => panic!(
-                "{format} refused case {index} {:?}: {err}",
-                String::from_utf8_lossy(&case.value)
-            ),
+            Err(err) => surprises.push(format!("case {index} {shown:?} refused: {err}")),
         }
     }
-    // All together, so one value's quoting cannot swallow the next line, in both orders, and
-    // each alone (no later quote in the file to hide a runaway one).
+    // Every accepted value (expected or not) must read back. All together, so one value's
+    // quoting cannot swallow the next line, in both orders, and each alone (no later quote in
+    // the file to hide a runaway one).
     let mut sets = vec![accepted.clone(), accepted.iter().rev().cloned().collect()];
     sets.extend(accepted.into_iter().map(|var| vec![var]));
     assert_round_trips(format, &sets);
+    assert!(surprises.is_empty(), "{format}:\n{}", surprises.join("\n"));
 }
 
 #[test]
@@ -636,7 +660,10 @@ fn refusals_are_real_disagreements() {
                 ]
                 .concat()],
             };
-            let expected = vec![(k.clone(), case.value.clone()), ("CZ_NEXT".to_string(), b"next".to_vec())];
+            let expected = vec![
+                (k.clone(), case.value.clone()),
+                ("CZ_NEXT".to_string(), b"next".to_vec()),
+            ];
             for candidate in candidates {
                 files.push((file(&candidate, extension(format)), expected.clone()));
             }
@@ -651,14 +678,15 @@ fn refusals_are_real_disagreements() {
                 );
             }
         }
+        remove(files.into_iter().map(|(path, _)| path));
     }
 }
 
 #[test]
 fn keys_round_trip_or_are_refused() {
     // env carries dotenvy's key syntax, dots included; sh only shell identifiers.
-    for (k, refused) in [
-        ("app.port", &[Sh][..]),
+    let keys: [(&str, &[Format]); 9] = [
+        ("app.port", &[Sh]),
         ("_underscore", &[]),
         ("lower_case9", &[]),
         ("export", &[]),
@@ -667,8 +695,11 @@ fn keys_round_trip_or_are_refused() {
         ("key with space", &[Env, Sh]),
         ("ключ", &[Env, Sh]),
         ("", &[Env, Sh]),
-    ] {
-        for format in Format::ALL {
+    ];
+    for format in Format::ALL {
+        // A key longer than YAML's 1024-character limit for implicit keys.
+        let mut sets = vec![vec![("K".repeat(3000), b"long".to_vec())]];
+        for (k, refused) in keys {
             let vars = vec![(k.to_string(), b"v 'a' \"b\"\n".to_vec())];
             match render(format, &vars) {
                 Ok(_) => {
@@ -676,7 +707,7 @@ fn keys_round_trip_or_are_refused() {
                         !refused.contains(&format),
                         "{format} should refuse key {k:?}"
                     );
-                    assert_round_trips(format, &[vars]);
+                    sets.push(vars);
                 }
                 Err(FormatError::Unrepresentable { key, .. }) => {
                     assert!(refused.contains(&format), "{format} refused key {k:?}");
@@ -685,11 +716,7 @@ fn keys_round_trip_or_are_refused() {
                 Err(err) => panic!("{err}"),
             }
         }
-    }
-    // A key longer than YAML's 1024-character limit for implicit keys.
-    let long_key = "K".repeat(3000);
-    for format in Format::ALL {
-        assert_round_trips(format, &[vec![(long_key.clone(), b"long".to_vec())]]);
+        assert_round_trips(format, &sets);
     }
 }
 
@@ -708,8 +735,13 @@ fn sh_special_names_are_misread_by_a_shell() {
         let broken = verdicts
             .iter()
             .any(|(reader, verdict)| matches!(reader, Reader::Shell { .. }) && verdict.is_err());
-        assert!(broken, "bash and dash both read {} back: it need not be refused", vars[0].0);
+        assert!(
+            broken,
+            "bash and dash both read {} back: it need not be refused",
+            vars[0].0
+        );
     }
+    remove(files.into_iter().map(|(path, _)| path));
 }
 
 #[test]
@@ -731,4 +763,6 @@ fn output_is_written_0600_and_replaced_atomically() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, [".env"]);
+    fs::remove_dir_all(&dir).unwrap();
+    remove([]);
 }

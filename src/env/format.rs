@@ -14,11 +14,11 @@
 //!   - single quotes: dotenvy keeps everything up to the next `'` (and its line splitter skips
 //!     the character after any `\`); python-dotenv decodes `\\` and `\'`, then expands `${NAME}`
 //!     and `${NAME:-default}` (not `$NAME`) even inside single quotes;
-//!   - double quotes: dotenvy decodes `\\ \" \' \$ \n` (any other escape is an error) and expands
-//!     `$NAME` and `${NAME}`; python-dotenv decodes `\\ \" \' \n \t \r \a \b \f \v` only, so `\$`
-//!     stays two characters, and also expands `${...}`; its quote regex takes a `\"` as an
-//!     escaped quote even when the backslash was itself escaped, so `"a\\"` runs on to the next
-//!     quote in the file;
+//!   - double quotes: dotenvy decodes `\\ \" \' \$ \n` and backslash-space (any other escape is
+//!     an error) and expands `$NAME` and `${NAME}`; python-dotenv decodes only
+//!     `\\ \" \' \n \t \r \a \b \f \v`, so `\$` stays two characters, and also expands `${...}`;
+//!     its quote regex takes a `\"` as an escaped quote even when the backslash was itself
+//!     escaped, so `"a\\"` runs on to the next quote in the file;
 //!   - python-dotenv opens the file with universal newlines (a raw carriage return becomes a
 //!     newline) and dotenvy has no `\r` escape.
 //!
