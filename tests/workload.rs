@@ -197,3 +197,116 @@ fn a_command_runs_with_the_environment_while_the_namespace_is_teleported() {
         "teleport torn down"
     );
 }
+
+#[test]
+fn every_source_resolves_as_the_kubelet_does() {
+    let sim = kubesim(&["envtest"], &[]);
+    let out = czctl()
+        .args([
+            "deployment",
+            "teleport",
+            "app",
+            "-n",
+            "envtest",
+            "--env-only",
+            "--format",
+            "json",
+            "--kubeconfig",
+        ])
+        .arg(&sim.kubeconfig)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let vars: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    let get = |k: &str| vars.get(k).map(String::as_str);
+    assert_eq!(
+        get("MODE"),
+        Some("overridden-by-env"),
+        "env wins over envFrom"
+    );
+    assert_eq!(get("SHARED"), Some("from-configmap"));
+    assert_eq!(get("SECRET_SHARED"), Some("from-secret"), "prefix");
+    assert_eq!(get("SECRET_UNICODE"), Some("grüße 🚀"));
+    assert_eq!(
+        get("QUOTES"),
+        Some("it's \"quoted\" $HOME ${X} $(Y) `tick` # hash \\ back = eq")
+    );
+    assert_eq!(get("MULTILINE"), Some("line one\n  line two\twith tab\n"));
+    assert_eq!(
+        get("GREETING"),
+        Some("hello overridden-by-env $(MODE) $(UNDEFINED)"),
+        "$(VAR) rules"
+    );
+    assert!(get("POD_NAME").is_some_and(|p| p.starts_with("app-")));
+    assert_eq!(get("POD_NAMESPACE"), Some("envtest"));
+    assert!(get("POD_IP").is_some_and(|ip| ip.starts_with("127.")));
+    assert_eq!(get("SERVICE_ACCOUNT"), Some("app-sa"));
+    assert_eq!(get("TIER"), Some("backend"));
+    assert_eq!(get("CPU_LIMIT"), Some("1"), "250m rounds up to 1 core");
+    assert_eq!(get("CPU_REQUEST_MILLIS"), Some("100"));
+    assert_eq!(get("MEMORY_LIMIT_MI"), Some("64"));
+    assert_eq!(get("TOKEN_AGAIN"), Some("t0k3n"));
+    assert_eq!(
+        get("OPTIONAL_MISSING"),
+        None,
+        "optional and missing: skipped"
+    );
+    assert!(
+        !vars.contains_key("1st-key"),
+        "invalid envFrom keys are skipped"
+    );
+    assert!(stderr.contains("1st-key"), "…with a warning: {stderr}");
+    assert!(
+        !stderr.contains("t0k3n") && !stderr.contains("from-secret"),
+        "no secret value on stderr"
+    );
+
+    // A non-optional missing key fails, naming the object and key.
+    let out = czctl()
+        .args([
+            "deployment",
+            "teleport",
+            "broken",
+            "-n",
+            "envtest",
+            "--env-only",
+            "--kubeconfig",
+        ])
+        .arg(&sim.kubeconfig)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("missing-key") && stderr.contains("envtest/settings"),
+        "{stderr}"
+    );
+
+    // The same resolution read from the Pod itself.
+    let pod = get("POD_NAME").unwrap().to_string();
+    let out = czctl()
+        .args([
+            "pod",
+            "teleport",
+            &pod,
+            "-n",
+            "envtest",
+            "--env-only",
+            "--format",
+            "json",
+            "--kubeconfig",
+        ])
+        .arg(&sim.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_pod: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(from_pod, vars);
+}
