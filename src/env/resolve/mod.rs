@@ -362,6 +362,69 @@ enum Slot {
     Unknown(String),
 }
 
+/// A `configMapKeyRef` or `secretKeyRef`.
+struct KeyRef<'a> {
+    kind: ObjectKind,
+    name: &'a str,
+    key: &'a str,
+    optional: bool,
+}
+
+/// What the referenced object holds under the key, when the object exists.
+struct KeyLookup {
+    value: Option<Vec<u8>>,
+    /// The key is only in a ConfigMap's `binaryData` (never exported by the kubelet).
+    in_binary_data: bool,
+}
+
+/// Resolves a key reference for `variable`: its value, `None` when an optional reference
+/// misses (with a warning), or the error the kubelet reports for a required one.
+fn key_ref(
+    variable: &str,
+    namespace: &str,
+    wanted: &KeyRef<'_>,
+    object: Option<KeyLookup>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Vec<u8>>, ResolveError> {
+    let kind = match wanted.kind {
+        ObjectKind::ConfigMap => "configmap",
+        ObjectKind::Secret => "secret",
+    };
+    let Some(object) = object else {
+        if wanted.optional {
+            warnings.push(format!(
+                "{variable} is not set: optional {kind} {namespace}/{} does not exist",
+                wanted.name
+            ));
+            return Ok(None);
+        }
+        return Err(ResolveError::MissingObject {
+            kind: wanted.kind,
+            namespace: namespace.to_string(),
+            name: wanted.name.to_string(),
+            needed_by: format!("variable {variable}"),
+        });
+    };
+    match object.value {
+        Some(value) => Ok(Some(value)),
+        None if wanted.optional => {
+            warnings.push(format!(
+                "{variable} is not set: optional key {:?} is not in {kind} {namespace}/{}",
+                wanted.key, wanted.name
+            ));
+            Ok(None)
+        }
+        None => Err(ResolveError::MissingKey {
+            kind: wanted.kind,
+            namespace: namespace.to_string(),
+            name: wanted.name.to_string(),
+            key: wanted.key.to_string(),
+            variable: variable.to_string(),
+            in_binary_data: object.in_binary_data,
+        }),
+    }
+}
+
 /// The kubelet's `tmpEnv` map, remembering the order names were first defined.
 #[derive(Default)]
 struct Env {
@@ -497,81 +560,45 @@ pub fn resolve(
             } else if let Some(field) = &from.resource_field_ref {
                 resource_value(&var.name, field, spec, container)?
             } else if let Some(r) = &from.config_map_key_ref {
-                let optional = r.optional == Some(true);
-                let Some(cm) = sources.config_maps.get(&r.name) else {
-                    if optional {
-                        warnings.push(format!(
-                            "{} is not set: optional configmap {namespace}/{} does not exist",
-                            var.name, r.name
-                        ));
-                        continue;
-                    }
-                    return Err(ResolveError::MissingObject {
-                        kind: ObjectKind::ConfigMap,
-                        namespace: namespace.to_string(),
-                        name: r.name.clone(),
-                        needed_by: format!("variable {}", var.name),
-                    });
+                let object = sources.config_maps.get(&r.name).map(|cm| KeyLookup {
+                    value: cm
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get(&r.key))
+                        .map(|v| v.as_bytes().to_vec()),
+                    in_binary_data: cm
+                        .binary_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(&r.key)),
+                });
+                let wanted = KeyRef {
+                    kind: ObjectKind::ConfigMap,
+                    name: &r.name,
+                    key: &r.key,
+                    optional: r.optional == Some(true),
                 };
-                match cm.data.as_ref().and_then(|data| data.get(&r.key)) {
-                    Some(value) => Slot::Known(value.as_bytes().to_vec()),
-                    None if optional => {
-                        warnings.push(format!(
-                            "{} is not set: optional key {:?} is not in configmap {namespace}/{}",
-                            var.name, r.key, r.name
-                        ));
-                        continue;
-                    }
-                    None => {
-                        return Err(ResolveError::MissingKey {
-                            kind: ObjectKind::ConfigMap,
-                            namespace: namespace.to_string(),
-                            name: r.name.clone(),
-                            key: r.key.clone(),
-                            variable: var.name.clone(),
-                            in_binary_data: cm
-                                .binary_data
-                                .as_ref()
-                                .is_some_and(|data| data.contains_key(&r.key)),
-                        })
-                    }
+                match key_ref(&var.name, namespace, &wanted, object, &mut warnings)? {
+                    Some(value) => Slot::Known(value),
+                    None => continue,
                 }
             } else if let Some(r) = &from.secret_key_ref {
-                let optional = r.optional == Some(true);
-                let Some(secret) = sources.secrets.get(&r.name) else {
-                    if optional {
-                        warnings.push(format!(
-                            "{} is not set: optional secret {namespace}/{} does not exist",
-                            var.name, r.name
-                        ));
-                        continue;
-                    }
-                    return Err(ResolveError::MissingObject {
-                        kind: ObjectKind::Secret,
-                        namespace: namespace.to_string(),
-                        name: r.name.clone(),
-                        needed_by: format!("variable {}", var.name),
-                    });
+                let object = sources.secrets.get(&r.name).map(|secret| KeyLookup {
+                    value: secret
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get(&r.key))
+                        .map(|v| v.0.clone()),
+                    in_binary_data: false,
+                });
+                let wanted = KeyRef {
+                    kind: ObjectKind::Secret,
+                    name: &r.name,
+                    key: &r.key,
+                    optional: r.optional == Some(true),
                 };
-                match secret.data.as_ref().and_then(|data| data.get(&r.key)) {
-                    Some(value) => Slot::Known(value.0.clone()),
-                    None if optional => {
-                        warnings.push(format!(
-                            "{} is not set: optional key {:?} is not in secret {namespace}/{}",
-                            var.name, r.key, r.name
-                        ));
-                        continue;
-                    }
-                    None => {
-                        return Err(ResolveError::MissingKey {
-                            kind: ObjectKind::Secret,
-                            namespace: namespace.to_string(),
-                            name: r.name.clone(),
-                            key: r.key.clone(),
-                            variable: var.name.clone(),
-                            in_binary_data: false,
-                        })
-                    }
+                match key_ref(&var.name, namespace, &wanted, object, &mut warnings)? {
+                    Some(value) => Slot::Known(value),
+                    None => continue,
                 }
             } else if let Some(file) = &from.file_key_ref {
                 Slot::Unknown(format!(
