@@ -104,9 +104,19 @@ async fn workload(kind: WorkloadKind, args: WorkloadTeleportArgs) -> Result<i32,
         selector: None,
         hosts_file: args.hosts_file,
         cluster_domain: args.cluster_domain,
-        detach: false,
+        detach: args.detach,
     })?;
     teleport.command = exported.command;
+    match std::env::var(crate::detach::SESSION_ENV) {
+        Ok(session) => {
+            teleport.session = Some(session);
+            teleport.detached = true;
+        }
+        Err(_) if args.detach => {
+            return crate::detach::run(&teleport::session_id(), &teleport).map(|()| 0);
+        }
+        Err(_) => {}
+    }
     teleport::run(teleport).await
 }
 

@@ -183,8 +183,12 @@ pub struct WorkloadTeleportArgs {
     #[arg(long, value_enum, default_value_t = crate::env::format::Format::Env)]
     pub format: crate::env::format::Format,
     /// Only export the configuration; do not teleport the namespace.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "detach")]
     pub env_only: bool,
+    /// Return once the namespace is teleported, leaving the session in the background; prints
+    /// the session id on stdout (needs -f, so the variables never go to a terminal or log).
+    #[arg(long, conflicts_with = "command", requires = "file")]
+    pub detach: bool,
     /// Kubernetes client options.
     #[command(flatten)]
     pub cluster: ClusterArgs,

@@ -310,3 +310,40 @@ fn every_source_resolves_as_the_kubelet_does() {
         serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(from_pod, vars);
 }
+
+#[test]
+fn detach_exports_then_leaves_the_namespace_teleported() {
+    let sim = kubesim(&["demo"], &[]);
+    let hosts = hosts_file(&sim, "wdetach");
+    let state = sim.dir.join("state-wdetach");
+    let file = sim.dir.join("detached.env");
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "bash", "-c"])
+        .arg(
+            "mount --bind \"$0\" /etc/hosts && set -e; \
+             id=$(\"$1\" deployment teleport echo -n demo -f \"$2\" --detach --kubeconfig \"$3\"); \
+             curl -sf http://echo.demo:8080/ >/dev/null; \"$1\" session close \"$id\"",
+        )
+        .arg(&hosts)
+        .arg(env!("CARGO_BIN_EXE_czctl"))
+        .arg(&file)
+        .arg(&sim.kubeconfig)
+        .env("CZCTL_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("s3cr3t"),
+        "no secret value in any output: {stderr}"
+    );
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("GREETING="));
+    assert_eq!(std::fs::read_to_string(&hosts).unwrap(), ORIGINAL_HOSTS);
+    let no_file = czctl()
+        .args(["deployment", "teleport", "echo", "--detach"])
+        .output()
+        .unwrap();
+    assert_eq!(no_file.status.code(), Some(2), "--detach needs -f");
+}
