@@ -57,9 +57,6 @@ pub async fn run(cli: Cli) -> Result<i32, Fatal> {
         Command::Doctor(args) => {
             done(crate::doctor::command(&doctor_options(&args)?, args.output == Output::Json).await)
         }
-        Command::HostsHelper { file, state_dir } => {
-            done(crate::hosts::helper::run(&file, &state_dir))
-        }
     }
 }
 

@@ -65,16 +65,6 @@ pub enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
-    /// Internal: edits the hosts file as root for an unprivileged czctl (started through sudo).
-    #[command(hide = true)]
-    HostsHelper {
-        /// The only file it may edit.
-        #[arg(long, value_name = "PATH")]
-        file: PathBuf,
-        /// Where backups go (an existing directory).
-        #[arg(long, value_name = "DIR")]
-        state_dir: PathBuf,
-    },
 }
 
 /// Shells completion scripts are generated for.

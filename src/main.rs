@@ -3,6 +3,19 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == czctl::hosts::helper::ARG) {
+        // The privileged hosts-file helper: no async runtime, no Kubernetes client.
+        let result = czctl::hosts::helper::parse_args(&args[2..])
+            .and_then(|(file, state_dir)| czctl::hosts::helper::run(&file, &state_dir));
+        return match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(fatal) => {
+                eprintln!("czctl hosts-helper: {fatal}");
+                std::process::ExitCode::from(fatal.code as u8)
+            }
+        };
+    }
     let cli = czctl::cli::Cli::parse();
     // kube's own client errors are reported by czctl with context; show them only at -vv.
     let default_filter = match cli.verbose {

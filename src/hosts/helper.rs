@@ -267,6 +267,28 @@ impl Reply {
 }
 
 /// Runs the helper on this process's stdin and stdout (the `hosts-helper` subcommand).
+/// The argument that selects the helper: `czctl hosts-helper --file PATH --state-dir DIR`.
+/// It is parsed before and outside the public command line, so it appears in no help text,
+/// completion script or man page.
+pub const ARG: &str = "hosts-helper";
+
+/// Parses the helper's arguments (after [`ARG`]): exactly `--file PATH --state-dir DIR`.
+pub fn parse_args(
+    args: &[std::ffi::OsString],
+) -> Result<(std::path::PathBuf, std::path::PathBuf), crate::exit::Fatal> {
+    let usage = || {
+        crate::exit::Fatal::new(
+            crate::exit::Code::Usage,
+            "usage: czctl hosts-helper --file PATH --state-dir DIR (started by czctl itself through sudo)",
+        )
+    };
+    match args {
+        [f, file, d, dir] if f == "--file" && d == "--state-dir" => Ok((file.into(), dir.into())),
+        _ => Err(usage()),
+    }
+}
+
+/// Runs the helper until its client goes away.
 pub fn run(file: &Path, state_dir: &Path) -> Result<(), crate::exit::Fatal> {
     ignore_stop_signals();
     let file =
