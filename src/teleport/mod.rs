@@ -4,6 +4,8 @@
 //! - [`plan`]: what should run, from the model (pure).
 //! - [`engine`]: makes it run: addresses, listeners, hosts block; teardown.
 //! - [`report`]: the ready table and change lines on stdout.
+//! - `startup`: the checks and preparations before anything is forwarded.
+//! - [`command`]: a command run under the teleport (`KIND teleport NAME -- CMD`).
 //!
 //! Order of a run: make sure the hosts file can be edited, directly or through a root helper
 //! started once with sudo (nothing changes before that), build the client (always as the
@@ -15,14 +17,13 @@ pub mod command;
 pub mod engine;
 pub mod plan;
 pub mod report;
+mod startup;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::Api;
 use loopback::alloc::Registry;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -31,15 +32,16 @@ use tracing::{info, warn};
 
 use crate::cluster::client::{self, ClientOptions};
 use crate::cluster::model::ObjectKey;
-use crate::cluster::watch::{self, Kind, WatchEvent};
-use crate::exit::{self, Code, Fatal};
+use crate::cluster::watch::{self, WatchEvent};
+use crate::exit::{Code, Fatal};
 use crate::forward::transport::KubeWebSocket;
-use crate::hosts::{BlockId, Elevated, HostsEditor};
+use crate::hosts::BlockId;
 use crate::session::control;
 use crate::session::record::{self, Record};
 use engine::Engine;
 use plan::Naming;
 use report::Report;
+use startup::{check_namespace, initial_sync, open_hosts, prepare_hosts, raise_file_limit};
 
 /// How long a burst of watch events is batched before reconciling.
 const BATCH: Duration = Duration::from_millis(20);
@@ -164,92 +166,6 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
     let code = result?;
     teardown.map_err(|e| Fatal::new(Code::Local, format!("teardown: {e}")))?;
     Ok(code)
-}
-
-/// Removes stale czctl blocks (saying so) and backs up the hosts file once for the session.
-fn prepare_hosts(
-    hosts: &HostsEditor,
-    block: &BlockId,
-    options: &TeleportOptions,
-) -> Result<(), Fatal> {
-    let local =
-        |what: &str, e: &dyn std::fmt::Display| Fatal::new(Code::Local, format!("{what}: {e}"));
-    let cleanup = hosts
-        .remove_stale()
-        .map_err(|e| local("cannot clean the hosts file", &e))?;
-    for stale in &cleanup.removed {
-        eprintln!(
-            "czctl: removed a stale hosts block of session {} (pid {} no longer runs, {} lines)",
-            stale.session(),
-            stale.pid(),
-            stale.line_count()
-        );
-    }
-    for broken in &cleanup.unterminated {
-        eprintln!(
-            "czctl: warning: {} has a czctl begin marker without an end marker at line {}; \
-             left alone, please fix it by hand",
-            options.hosts_file.display(),
-            broken.first_line_number()
-        );
-    }
-    let backup = hosts
-        .backup_once(&options.state_dir, block)
-        .map_err(|e| local("cannot back up the hosts file", &e))?;
-    info!(session = block.session(), backup = %backup.display(), "hosts file backed up");
-    Ok(())
-}
-
-/// Waits for the first list of every watcher; returns every Service seen.
-async fn initial_sync(
-    engine: &mut Engine,
-    rx: &mut mpsc::Receiver<WatchEvent>,
-    namespaces: &[String],
-    labels: Option<&str>,
-    stop: &mut Stop,
-) -> Result<BTreeSet<ObjectKey>, Fatal> {
-    let mut pending: HashSet<(String, Kind)> = namespaces
-        .iter()
-        .flat_map(|ns| {
-            [
-                (ns.clone(), Kind::Services),
-                (ns.clone(), Kind::EndpointSlices),
-            ]
-        })
-        .collect();
-    while !pending.is_empty() {
-        let event = tokio::select! {
-            _ = stop.requested() => return Err(Fatal::new(Code::Failure, "stopped before the teleport was ready")),
-            event = rx.recv() => event,
-        };
-        match event {
-            Some(WatchEvent::Change(change)) => {
-                engine.apply(change);
-            }
-            Some(WatchEvent::Synced {
-                namespace,
-                kind,
-                present,
-            }) => {
-                engine.synced(&namespace, kind, &present);
-                pending.remove(&(namespace, kind));
-            }
-            Some(WatchEvent::Failed {
-                namespace,
-                kind,
-                error,
-            }) => {
-                return Err(watch_failure(&namespace, kind, labels, &error));
-            }
-            None => {
-                return Err(Fatal::new(
-                    Code::Failure,
-                    "the watchers stopped before the first list",
-                ))
-            }
-        }
-    }
-    Ok(engine.all_services(namespaces).into_iter().collect())
 }
 
 /// What ends a session: SIGINT, SIGTERM, or a close request on the control socket.
@@ -382,71 +298,6 @@ fn print_table(engine: &mut Engine, services: &BTreeSet<ObjectKey>, to_stderr: b
     report::table(rows, to_stderr);
 }
 
-fn watch_failure(
-    namespace: &str,
-    kind: Kind,
-    labels: Option<&str>,
-    error: &kube::runtime::watcher::Error,
-) -> Fatal {
-    use kube::runtime::watcher::Error as W;
-    let selector = match (kind, labels) {
-        (Kind::Services, Some(labels)) => format!(" with selector {labels:?}"),
-        _ => String::new(),
-    };
-    let context = format!(
-        "cannot list {} in namespace {namespace}{selector}",
-        kind.plural()
-    );
-    match error {
-        W::InitialListFailed(e) | W::WatchStartFailed(e) => exit::from_kube(&context, e),
-        other => Fatal::new(Code::Config, format!("{context}: {other}")),
-    }
-}
-
-async fn check_namespace(
-    client: &kube::Client,
-    server: &str,
-    namespace: &str,
-) -> Result<(), Fatal> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    match api.get(namespace).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Err(Fatal::new(
-            Code::NotFound,
-            format!("namespace {namespace:?} not found; list them with: kubectl get namespaces"),
-        )),
-        // Namespace-scoped users (capsule tenants) may not read namespaces: go on.
-        Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
-        Err(e) => Err(exit::from_kube(
-            &format!("cannot check namespace {namespace} at {server}"),
-            &e,
-        )),
-    }
-}
-
-/// How this run edits the hosts file: directly, through the root helper a `--detach` parent
-/// handed over, or through a new one started with sudo. Fails before anything changes when
-/// none of these works.
-fn open_hosts(options: &TeleportOptions) -> Result<HostsEditor, Fatal> {
-    let inherited = options
-        .detached
-        .then(|| Elevated::inherited(&options.hosts_file, &options.state_dir))
-        .flatten();
-    let editor = match inherited {
-        Some(helper) => helper.map(HostsEditor::Elevated).map_err(Into::into),
-        None => HostsEditor::open(&options.hosts_file, &options.state_dir, None),
-    }
-    .map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
-    if let Some(pid) = editor.helper_pid() {
-        eprintln!(
-            "czctl: {} is edited by a helper running as root (pid {pid}, started with sudo); \
-             everything else runs as you",
-            options.hosts_file.display()
-        );
-    }
-    Ok(editor)
-}
-
 /// Whether a process runs (signal 0 probes without sending anything).
 pub fn is_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
@@ -477,22 +328,6 @@ pub fn session_id() -> String {
         id.push(ALPHABET[(seed % ALPHABET.len() as u64) as usize] as char);
     }
     id
-}
-
-/// Raises the open-file soft limit to the hard limit: every listener and connection is a file.
-fn raise_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
 
 #[cfg(test)]

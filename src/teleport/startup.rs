@@ -1,0 +1,184 @@
+//! Starting a teleport: the checks and preparations that happen before anything is
+//! forwarded (hosts file access, namespaces, stale blocks, backup, the first lists), each
+//! failing with a clear message and nothing changed.
+
+use std::collections::{BTreeSet, HashSet};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use tokio::sync::mpsc;
+use tracing::info;
+
+use super::engine::Engine;
+use super::{Stop, TeleportOptions};
+use crate::cluster::model::ObjectKey;
+use crate::cluster::watch::{Kind, WatchEvent};
+use crate::exit::{self, Code, Fatal};
+use crate::hosts::{BlockId, Elevated, HostsEditor};
+
+/// Removes stale czctl blocks (saying so) and backs up the hosts file once for the session.
+pub(super) fn prepare_hosts(
+    hosts: &HostsEditor,
+    block: &BlockId,
+    options: &TeleportOptions,
+) -> Result<(), Fatal> {
+    let local =
+        |what: &str, e: &dyn std::fmt::Display| Fatal::new(Code::Local, format!("{what}: {e}"));
+    let cleanup = hosts
+        .remove_stale()
+        .map_err(|e| local("cannot clean the hosts file", &e))?;
+    for stale in &cleanup.removed {
+        eprintln!(
+            "czctl: removed a stale hosts block of session {} (pid {} no longer runs, {} lines)",
+            stale.session(),
+            stale.pid(),
+            stale.line_count()
+        );
+    }
+    for broken in &cleanup.unterminated {
+        eprintln!(
+            "czctl: warning: {} has a czctl begin marker without an end marker at line {}; \
+             left alone, please fix it by hand",
+            options.hosts_file.display(),
+            broken.first_line_number()
+        );
+    }
+    let backup = hosts
+        .backup_once(&options.state_dir, block)
+        .map_err(|e| local("cannot back up the hosts file", &e))?;
+    info!(session = block.session(), backup = %backup.display(), "hosts file backed up");
+    Ok(())
+}
+
+/// Waits for the first list of every watcher; returns every Service seen.
+pub(super) async fn initial_sync(
+    engine: &mut Engine,
+    rx: &mut mpsc::Receiver<WatchEvent>,
+    namespaces: &[String],
+    labels: Option<&str>,
+    stop: &mut Stop,
+) -> Result<BTreeSet<ObjectKey>, Fatal> {
+    let mut pending: HashSet<(String, Kind)> = namespaces
+        .iter()
+        .flat_map(|ns| {
+            [
+                (ns.clone(), Kind::Services),
+                (ns.clone(), Kind::EndpointSlices),
+            ]
+        })
+        .collect();
+    while !pending.is_empty() {
+        let event = tokio::select! {
+            _ = stop.requested() => return Err(Fatal::new(Code::Failure, "stopped before the teleport was ready")),
+            event = rx.recv() => event,
+        };
+        match event {
+            Some(WatchEvent::Change(change)) => {
+                engine.apply(change);
+            }
+            Some(WatchEvent::Synced {
+                namespace,
+                kind,
+                present,
+            }) => {
+                engine.synced(&namespace, kind, &present);
+                pending.remove(&(namespace, kind));
+            }
+            Some(WatchEvent::Failed {
+                namespace,
+                kind,
+                error,
+            }) => {
+                return Err(watch_failure(&namespace, kind, labels, &error));
+            }
+            None => {
+                return Err(Fatal::new(
+                    Code::Failure,
+                    "the watchers stopped before the first list",
+                ))
+            }
+        }
+    }
+    Ok(engine.all_services(namespaces).into_iter().collect())
+}
+
+pub(super) fn watch_failure(
+    namespace: &str,
+    kind: Kind,
+    labels: Option<&str>,
+    error: &kube::runtime::watcher::Error,
+) -> Fatal {
+    use kube::runtime::watcher::Error as W;
+    let selector = match (kind, labels) {
+        (Kind::Services, Some(labels)) => format!(" with selector {labels:?}"),
+        _ => String::new(),
+    };
+    let context = format!(
+        "cannot list {} in namespace {namespace}{selector}",
+        kind.plural()
+    );
+    match error {
+        W::InitialListFailed(e) | W::WatchStartFailed(e) => exit::from_kube(&context, e),
+        other => Fatal::new(Code::Config, format!("{context}: {other}")),
+    }
+}
+
+pub(super) async fn check_namespace(
+    client: &kube::Client,
+    server: &str,
+    namespace: &str,
+) -> Result<(), Fatal> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    match api.get(namespace).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(Fatal::new(
+            Code::NotFound,
+            format!("namespace {namespace:?} not found; list them with: kubectl get namespaces"),
+        )),
+        // Namespace-scoped users (capsule tenants) may not read namespaces: go on.
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
+        Err(e) => Err(exit::from_kube(
+            &format!("cannot check namespace {namespace} at {server}"),
+            &e,
+        )),
+    }
+}
+
+/// How this run edits the hosts file: directly, through the root helper a `--detach` parent
+/// handed over, or through a new one started with sudo. Fails before anything changes when
+/// none of these works.
+pub(super) fn open_hosts(options: &TeleportOptions) -> Result<HostsEditor, Fatal> {
+    let inherited = options
+        .detached
+        .then(|| Elevated::inherited(&options.hosts_file, &options.state_dir))
+        .flatten();
+    let editor = match inherited {
+        Some(helper) => helper.map(HostsEditor::Elevated).map_err(Into::into),
+        None => HostsEditor::open(&options.hosts_file, &options.state_dir, None),
+    }
+    .map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
+    if let Some(pid) = editor.helper_pid() {
+        eprintln!(
+            "czctl: {} is edited by a helper running as root (pid {pid}, started with sudo); \
+             everything else runs as you",
+            options.hosts_file.display()
+        );
+    }
+    Ok(editor)
+}
+
+/// Raises the open-file soft limit to the hard limit: every listener and connection is a file.
+pub(super) fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
