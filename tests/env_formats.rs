@@ -175,13 +175,12 @@ fn file(text: &[u8], extension: &str) -> PathBuf {
     path
 }
 
-/// Removes files that were read as expected (a failure keeps its file for a look), and the
-/// scratch directory once it is empty.
+/// Removes files that were read as expected (a failure keeps its file for a look). The
+/// per-process scratch directory stays: tests run in parallel and share it.
 fn remove(paths: impl IntoIterator<Item = PathBuf>) {
     for path in paths {
         let _ = fs::remove_file(path);
     }
-    let _ = fs::remove_dir(scratch());
 }
 
 fn have(program: &str, args: &[&str]) -> bool {

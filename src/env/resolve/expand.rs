@@ -59,6 +59,75 @@ pub(crate) fn expand(input: &str, mut mapping: impl FnMut(&str, &mut Vec<u8>)) -
     out
 }
 
+use k8s_openapi::api::core::v1::EnvVar;
+
+use super::{Env, Slot, Sources};
+
+/// Expands an `env[].value` against the variables defined so far, then the Service ones.
+pub(super) fn expand_value(
+    variable: &str,
+    value: &str,
+    env: &Env,
+    later: &[EnvVar],
+    sources: &Sources,
+    warnings: &mut Vec<String>,
+) -> Slot {
+    let mut unknown = Vec::new();
+    let mut undefined = Vec::new();
+    let out = expand(value, |name, out| {
+        let known = match env.slots.get(name) {
+            Some(Slot::Known(bytes)) => Some(bytes.as_slice()),
+            Some(Slot::Unknown(_)) => {
+                unknown.push(name.to_string());
+                None
+            }
+            None => match sources.service_env.get(name) {
+                Some(text) => Some(text.as_bytes()),
+                None => {
+                    if !undefined.iter().any(|n| n == name) {
+                        undefined.push(name.to_string());
+                    }
+                    None
+                }
+            },
+        };
+        match known {
+            Some(bytes) => out.extend_from_slice(bytes),
+            None => {
+                out.extend_from_slice(b"$(");
+                out.extend_from_slice(name.as_bytes());
+                out.push(b')');
+            }
+        }
+    });
+    for name in undefined {
+        let hint = if later.iter().any(|v| v.name == name) {
+            format!("; {name} is defined later in env, and only earlier entries count")
+        } else if looks_like_service_variable(&name) && sources.service_env.is_empty() {
+            format!(
+                "; if {name} is a Service variable the kubelet adds, the container sees it expanded"
+            )
+        } else {
+            String::new()
+        };
+        warnings.push(format!(
+            "{variable}: $({name}) is not defined before it, so it stays the literal text $({name}), as the kubelet leaves it{hint}"
+        ));
+    }
+    if let Some(first) = unknown.first() {
+        Slot::Unknown(format!(
+            "its value refers to $({first}), which is unresolved"
+        ))
+    } else {
+        Slot::Known(out)
+    }
+}
+
+/// Whether `name` has the shape of a variable the kubelet derives from a Service.
+fn looks_like_service_variable(name: &str) -> bool {
+    name.contains("_SERVICE_") || name.contains("_PORT")
+}
+
 #[cfg(test)]
 mod tests {
     use super::expand;

@@ -5,6 +5,7 @@ use k8s_openapi::ByteString;
 use serde_json::{json, Value as Json};
 
 use super::*;
+use crate::exit::{Code, Fatal};
 
 const NS: &str = "demo";
 
