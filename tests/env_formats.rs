@@ -742,26 +742,3 @@ fn sh_special_names_are_misread_by_a_shell() {
     }
     remove(files.into_iter().map(|(path, _)| path));
 }
-
-#[test]
-fn output_is_written_0600_and_replaced_atomically() {
-    let dir = scratch().join("atomic");
-    fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(".env");
-    fs::write(&path, "OLD=1\n").unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    let text = render(Env, &[("NEW".to_string(), b"2".to_vec())]).unwrap();
-    write_private(&path, &text).unwrap();
-    assert_eq!(fs::read(&path).unwrap(), b"NEW='2'\n");
-    assert_eq!(
-        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    let names: Vec<_> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names, [".env"]);
-    fs::remove_dir_all(&dir).unwrap();
-    remove([]);
-}
