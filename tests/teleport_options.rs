@@ -59,22 +59,11 @@ fn run_in_namespace(
     args: &[&str],
     timeout: Duration,
 ) -> Exited {
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
-    ])
-    .arg(hosts)
-    .args(wrapper)
-    .arg(env!("CARGO_BIN_EXE_czctl"))
-    .args(args)
-    .env_remove("KUBECONFIG")
-    .env_remove("XDG_STATE_HOME")
-    .env_remove("RUST_LOG");
+    let mut cmd = namespaced_czctl(hosts, wrapper);
+    cmd.args(args)
+        .env_remove("KUBECONFIG")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("RUST_LOG");
     for (key, value) in envs {
         cmd.env(key, value);
     }

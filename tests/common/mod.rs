@@ -53,9 +53,9 @@ pub struct Czctl {
     pub stderr: Receiver<String>,
 }
 
-/// Starts `czctl ARGS` with `hosts` bind-mounted over /etc/hosts in a new mount namespace.
-pub fn czctl_in_namespace(hosts: &Path, state: &Path, args: &[&str]) -> Czctl {
-    let czctl = env!("CARGO_BIN_EXE_czctl");
+/// `unshare` that bind-mounts `hosts` over /etc/hosts in a new mount namespace and then
+/// execs `wrapper...` followed by the czctl binary; append czctl's arguments.
+pub fn namespaced_czctl(hosts: &Path, wrapper: &[&str]) -> Command {
     let mut cmd = Command::new("unshare");
     cmd.args([
         "--mount",
@@ -66,9 +66,15 @@ pub fn czctl_in_namespace(hosts: &Path, state: &Path, args: &[&str]) -> Czctl {
         "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
     ])
     .arg(hosts)
-    .arg(czctl)
-    .args(args)
-    .env("CZCTL_STATE_DIR", state);
+    .args(wrapper)
+    .arg(env!("CARGO_BIN_EXE_czctl"));
+    cmd
+}
+
+/// Starts `czctl ARGS` with `hosts` bind-mounted over /etc/hosts in a new mount namespace.
+pub fn czctl_in_namespace(hosts: &Path, state: &Path, args: &[&str]) -> Czctl {
+    let mut cmd = namespaced_czctl(hosts, &[]);
+    cmd.args(args).env("CZCTL_STATE_DIR", state);
     spawn(cmd)
 }
 
