@@ -13,6 +13,7 @@
 //! - [`exit`]: exit codes and the error type that carries them.
 //! - [`env`], [`export`]: `KIND teleport NAME`: a workload's environment as the kubelet resolves
 //!   it, written in a format all its readers agree on, then a teleport with an optional command.
+//! - [`tunnel`]: reverse tunnels to the laptop (the in-cluster agent and the laptop end).
 //!
 //! Address allocation lives in the `loopback` crate (shared by concurrent runs via a registry).
 //!
@@ -39,3 +40,4 @@ pub mod forward;
 pub mod hosts;
 pub mod session;
 pub mod teleport;
+pub mod tunnel;
