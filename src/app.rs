@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use crate::cli::{
-    Cli, CloseArgs, Command, NamespaceCommand, Output, SessionCommand, StatusArgs, TeleportArgs,
-    WorkloadCommand, WorkloadTeleportArgs,
+    AgentCommand, Cli, CloseArgs, Command, InterceptArgs, NamespaceCommand, Output, ServiceCommand,
+    SessionCommand, StatusArgs, TeleportArgs, WorkloadCommand, WorkloadTeleportArgs,
 };
 use crate::cluster::client::ClientOptions;
 use crate::cluster::workload::WorkloadKind;
@@ -27,7 +27,11 @@ pub async fn run(cli: Cli) -> Result<i32, Fatal> {
                     options.detached = true;
                 }
                 Err(_) if detach => {
-                    return done(crate::detach::run(&teleport::session_id(), &options));
+                    return done(crate::detach::run(
+                        &teleport::session_id(),
+                        &options.state_dir,
+                        Some(&options.hosts_file),
+                    ));
                 }
                 Err(_) => {}
             }
@@ -47,17 +51,81 @@ pub async fn run(cli: Cli) -> Result<i32, Fatal> {
             workload(WorkloadKind::Cronjob, args).await
         }
         Command::Pod(WorkloadCommand::Teleport(args)) => workload(WorkloadKind::Pod, args).await,
+        Command::Service(ServiceCommand::Intercept(args)) => intercept(args).await,
+        Command::Agent(AgentCommand::Tunnel(args)) => crate::tunnel::agent::run(args)
+            .await
+            .map(|()| 0)
+            .map_err(|e| Fatal::new(Code::Failure, format!("{e:#}"))),
         Command::Status(args) => done(status(args).await),
         Command::Completion { shell } => {
             crate::docs::completion(shell, &mut std::io::stdout());
             Ok(0)
         }
-        Command::Session(SessionCommand::List { output }) => done(list(output)),
+        Command::Session(SessionCommand::List { output }) => done(list(output).await),
         Command::Session(SessionCommand::Close(args)) => done(close(args).await),
         Command::Doctor(args) => {
             done(crate::doctor::command(&doctor_options(&args)?, args.output == Output::Json).await)
         }
     }
+}
+
+/// `czctl service intercept SVC`: start one (in the foreground or detached), or `--close`.
+async fn intercept(args: InterceptArgs) -> Result<i32, Fatal> {
+    use crate::intercept::{spec, InterceptOptions};
+    if let Some(ns) = args.namespace.as_deref().filter(|ns| !is_dns_label(ns)) {
+        return Err(Fatal::new(
+            Code::Usage,
+            format!("{ns:?} is not a namespace name"),
+        ));
+    }
+    let usage = |e: spec::SpecError| Fatal::new(Code::Usage, e.to_string());
+    let header = spec::parse_header(args.header.as_deref()).map_err(usage)?;
+    let local = spec::local_target(args.local_port, args.local_url.as_deref()).map_err(usage)?;
+    let client = ClientOptions {
+        kubeconfig: args.cluster.kubeconfig.clone(),
+        context: args.cluster.context.clone(),
+    };
+    let state_dir = state_dir();
+    if args.close {
+        let places = places(PathBuf::from("/etc/hosts"));
+        let said = crate::session::intercepts::close_intercepts(
+            &places,
+            &client,
+            args.namespace.as_deref(),
+            &args.service,
+            args.force,
+        )
+        .await?;
+        for line in said {
+            println!("{line}");
+        }
+        return Ok(0);
+    }
+    let mut options = InterceptOptions {
+        client,
+        namespace: args.namespace.clone(),
+        service: args.service.clone(),
+        header,
+        local,
+        port: args.port,
+        router_image: args.router_image.clone(),
+        agent_image: args.agent_image.clone(),
+        state_dir,
+        session: None,
+        detached: false,
+    };
+    match std::env::var(crate::detach::SESSION_ENV) {
+        Ok(session) => {
+            options.session = Some(session);
+            options.detached = true;
+        }
+        Err(_) if args.detach => {
+            let session = teleport::new_id("ic");
+            return crate::detach::run(&session, &options.state_dir, None).map(|()| 0);
+        }
+        Err(_) => {}
+    }
+    crate::intercept::run(options).await
 }
 
 /// `czctl KIND teleport NAME`: export, then teleport the namespace (unless `--env-only`),
@@ -110,7 +178,12 @@ async fn workload(kind: WorkloadKind, args: WorkloadTeleportArgs) -> Result<i32,
             teleport.detached = true;
         }
         Err(_) if args.detach => {
-            return crate::detach::run(&teleport::session_id(), &teleport).map(|()| 0);
+            return crate::detach::run(
+                &teleport::session_id(),
+                &teleport.state_dir,
+                Some(&teleport.hosts_file),
+            )
+            .map(|()| 0);
         }
         Err(_) => {}
     }
@@ -160,13 +233,14 @@ async fn status(args: StatusArgs) -> Result<(), Fatal> {
     Ok(())
 }
 
-fn list(output: Output) -> Result<(), Fatal> {
-    let sessions = manage::list(&places(PathBuf::from("/etc/hosts")))?;
+async fn list(output: Output) -> Result<(), Fatal> {
+    let mut sessions = manage::list(&places(PathBuf::from("/etc/hosts")))?;
+    crate::session::intercepts::mark_expired(&mut sessions).await;
     match output {
         Output::Json => println!("{}", serde_json::json!({ "sessions": sessions })),
         Output::Text => {
             println!(
-                "{:<12} {:<9} {:<8} {:<8} {:<20} NAMESPACES",
+                "{:<12} {:<9} {:<8} {:<8} {:<20} WHAT",
                 "SESSION", "KIND", "PID", "STATE", "STARTED"
             );
             for s in &sessions {
@@ -182,7 +256,13 @@ fn list(output: Output) -> Result<(), Fatal> {
                     s.record.pid,
                     state,
                     s.record.started,
-                    s.record.namespaces.join(",")
+                    match &s.record.intercept {
+                        Some(ic) => format!(
+                            "{}/{} {} -> {}",
+                            ic.namespace, ic.service, ic.header, ic.local
+                        ),
+                        None => s.record.namespaces.join(","),
+                    }
                 );
             }
         }
@@ -196,7 +276,7 @@ async fn close(args: CloseArgs) -> Result<(), Fatal> {
     } else {
         args.session.as_deref()
     };
-    for line in manage::close(&places(args.hosts_file), session).await? {
+    for line in manage::close(&places(args.hosts_file), session, args.force).await? {
         println!("{line}");
     }
     Ok(())

@@ -52,6 +52,9 @@ pub enum Command {
     /// Export a Pod's configuration and teleport its namespace.
     #[command(subcommand)]
     Pod(WorkloadCommand),
+    /// Route requests carrying your header from a Service to a server on this machine.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Show what running sessions forward: addresses, ports, pods, connections, bytes, errors.
     Status(StatusArgs),
     /// List and close sessions (teleports), including ones left behind by a crash.
@@ -59,6 +62,9 @@ pub enum Command {
     Session(SessionCommand),
     /// Check that czctl can work here: kubeconfig, API server, rights, hosts file, addresses.
     Doctor(DoctorArgs),
+    /// The in-cluster end of czctl's tunnel (run inside the cluster by czctl's image).
+    #[command(subcommand, hide = true)]
+    Agent(AgentCommand),
     /// Print a shell completion script (for example: czctl completion bash > /etc/bash_completion.d/czctl).
     Completion {
         /// The shell.
@@ -125,8 +131,8 @@ pub enum SessionCommand {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// End sessions and clean up what they added (hosts entries, addresses), stale ones too.
-    /// Closing a session that is already closed succeeds.
+    /// End sessions and clean up what they added (hosts entries, addresses, intercept routes),
+    /// stale ones too. Closing a session that is already closed succeeds.
     Close(CloseArgs),
 }
 
@@ -143,6 +149,81 @@ pub struct CloseArgs {
     /// The hosts file to sweep for stale blocks with --all.
     #[arg(long, default_value = "/etc/hosts", value_name = "PATH")]
     pub hosts_file: PathBuf,
+    /// Restore an intercepted Service's original selector and ports even if someone changed it
+    /// since czctl routed it.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `czctl service ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Send requests to SERVICE that carry a header (default `X-C6O-INTERCEPT: yes`) to a
+    /// server on this machine; all other requests still reach the original pods. Several
+    /// people can intercept one Service with different header values. The Service is restored
+    /// when the last intercept ends (Ctrl-C, `czctl session close`, or `--close`).
+    Intercept(InterceptArgs),
+}
+
+/// `czctl service intercept`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").args(["local_port", "local_url"])))]
+pub struct InterceptArgs {
+    /// The Service to intercept.
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
+    /// Namespace (default: the context's).
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// The header that selects your requests, as NAME:VALUE (for example -x x-dev:alice).
+    /// Names: letters, digits, '-'; values: letters, digits, '.', '_', '~', '-'.
+    #[arg(short = 'x', long = "header", value_name = "NAME:VALUE")]
+    pub header: Option<String>,
+    /// The local port matching requests go to (on 127.0.0.1) [default: 8080].
+    #[arg(short = 'l', long = "local-port", value_name = "PORT")]
+    pub local_port: Option<u16>,
+    /// Where matching requests go, as http://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub local_url: Option<String>,
+    /// The Service port to intercept (default: its only port).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// How requests reach this machine: `cluster` goes through the pod port-forward API to an
+    /// agent pod, so only the cluster's own authentication guards it.
+    #[arg(long, value_enum, default_value_t = TunnelKind::Cluster)]
+    pub tunnel: TunnelKind,
+    /// Run in the background; print the session id on stdout once requests are routed.
+    #[arg(long, conflicts_with = "close")]
+    pub detach: bool,
+    /// Close intercepts of SERVICE instead: this machine's, and any whose heartbeat expired.
+    #[arg(long)]
+    pub close: bool,
+    /// With --close: restore the Service even if someone changed it meanwhile.
+    #[arg(long, requires = "close")]
+    pub force: bool,
+    /// The router's NGINX image.
+    #[arg(long, value_name = "IMAGE", default_value = crate::intercept::manifests::DEFAULT_ROUTER_IMAGE)]
+    pub router_image: String,
+    /// The tunnel agent's image (czctl's own).
+    #[arg(long, value_name = "IMAGE", default_value = crate::intercept::manifests::DEFAULT_AGENT_IMAGE)]
+    pub agent_image: String,
+    /// Kubernetes client options.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Tunnel kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TunnelKind {
+    /// Through the cluster's pod port-forward API to czctl's agent pod.
+    Cluster,
+}
+
+/// `czctl agent ...` (in the cluster).
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Serve the in-cluster end of a cluster tunnel.
+    Tunnel(crate::tunnel::agent::AgentArgs),
 }
 
 /// `czctl KIND ...` for workloads.

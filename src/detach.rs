@@ -3,12 +3,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::exit::{Code, Fatal};
 use crate::hosts::HostsEditor;
 use crate::session::record;
-use crate::teleport::{TeleportOptions, READY_MARKER};
+use crate::teleport::READY_MARKER;
 
 /// The environment variable that tells the child its session id (and that it is detached).
 pub const SESSION_ENV: &str = "CZCTL_DETACHED_SESSION";
@@ -17,8 +18,7 @@ pub const SESSION_ENV: &str = "CZCTL_DETACHED_SESSION";
 ///
 /// When the hosts file needs root, the root helper is started here, where sudo can ask for the
 /// password on the terminal, and its socket is handed to the child (which has no terminal).
-pub fn run(session: &str, options: &TeleportOptions) -> Result<(), Fatal> {
-    let state_dir = options.state_dir.as_path();
+pub fn run(session: &str, state_dir: &Path, hosts_file: Option<&Path>) -> Result<(), Fatal> {
     let local =
         |what: &str, e: &dyn std::fmt::Display| Fatal::new(Code::Local, format!("{what}: {e}"));
     let exe = std::env::current_exe().map_err(|e| local("cannot find the czctl executable", &e))?;
@@ -44,9 +44,10 @@ pub fn run(session: &str, options: &TeleportOptions) -> Result<(), Fatal> {
     let helper_log = log
         .try_clone()
         .map_err(|e| local(&format!("cannot open {}", log_path.display()), &e))?;
-    let editor = match HostsEditor::open(&options.hosts_file, state_dir, Some(helper_log)) {
-        Ok(editor) => editor,
-        Err(e) => {
+    let editor = match hosts_file.map(|f| HostsEditor::open(f, state_dir, Some(helper_log))) {
+        None => None,
+        Some(Ok(editor)) => Some(editor),
+        Some(Err(e)) => {
             let said = std::fs::read_to_string(&log_path).unwrap_or_default();
             let _ = std::fs::remove_file(&log_path);
             let said = if said.trim().is_empty() {
@@ -72,16 +73,18 @@ pub fn run(session: &str, options: &TeleportOptions) -> Result<(), Fatal> {
         });
     }
     let handed = match editor {
-        HostsEditor::Elevated(helper) => {
+        Some(HostsEditor::Elevated(helper)) => {
             eprintln!(
                 "czctl: {} is edited by a helper running as root (pid {}, started with sudo); \
                  everything else runs as you",
-                options.hosts_file.display(),
+                hosts_file
+                    .map(Path::display)
+                    .expect("an editor implies a hosts file"),
                 helper.helper_pid()
             );
             Some(helper.hand_over(&mut cmd))
         }
-        HostsEditor::Direct(_) => None,
+        Some(HostsEditor::Direct(_)) | None => None,
     };
     let spawned = cmd.spawn();
     drop(handed);
@@ -113,6 +116,7 @@ pub fn run(session: &str, options: &TeleportOptions) -> Result<(), Fatal> {
         Some(4) => Code::Forbidden,
         Some(5) => Code::NotFound,
         Some(6) => Code::Local,
+        Some(7) => Code::Conflict,
         Some(2) => Code::Usage,
         _ => Code::Failure,
     };

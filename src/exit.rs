@@ -9,6 +9,7 @@
 //! | 4 | forbidden: a Kubernetes right is missing |
 //! | 5 | not found: namespace or object does not exist |
 //! | 6 | local system: hosts file, addresses, ports, permissions on this machine |
+//! | 7 | conflict: the cluster is not as czctl left it (a foreign change, a stale or clashing intercept) |
 
 /// What kind of failure ended the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub enum Code {
     NotFound = 5,
     /// This machine: hosts file, addresses, ports.
     Local = 6,
+    /// The cluster is not as czctl left it, or another intercept is in the way.
+    Conflict = 7,
 }
 
 /// A failure reported to the user: the message says what failed, why and what to do.

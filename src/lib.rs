@@ -6,6 +6,8 @@
 //! - [`cluster`]: the Kubernetes client, the watchers and the model they feed.
 //! - [`forward`]: listeners, pod picking, per-connection streams, the port-forward transport.
 //! - [`hosts`]: the marked block czctl owns in the hosts file.
+//! - [`intercept`]: `service intercept`: the NGINX header router, the Session record, the
+//!   checked Service patches, the heartbeat, closing and restoring.
 //! - [`teleport`]: `namespace teleport`: plan, engine, report.
 //! - [`session`]: session records, control sockets, `status`, `session list|close`.
 //! - [`detach`]: `--detach`: the background child and the ready handshake.
@@ -38,6 +40,7 @@ pub mod exit;
 pub mod export;
 pub mod forward;
 pub mod hosts;
+pub mod intercept;
 pub mod session;
 pub mod teleport;
 pub mod tunnel;

@@ -35,7 +35,7 @@ pub struct Listed {
     pub stale: bool,
 }
 
-fn records(places: &Places) -> Result<Vec<Record>, Fatal> {
+pub(super) fn records(places: &Places) -> Result<Vec<Record>, Fatal> {
     record::list(&places.state_dir).map_err(|e| Fatal::new(Code::Local, e.to_string()))
 }
 
@@ -88,7 +88,7 @@ pub async fn status(places: &Places, id: Option<&str>) -> Result<Vec<(Record, St
 
 /// Closes one session (or all with `None`); returns a line per thing done. Closing a session
 /// that is already closed succeeds and says so.
-pub async fn close(places: &Places, id: Option<&str>) -> Result<Vec<String>, Fatal> {
+pub async fn close(places: &Places, id: Option<&str>, force: bool) -> Result<Vec<String>, Fatal> {
     let mut said = Vec::new();
     let mut editors = Editors::default();
     let all = records(places)?;
@@ -108,6 +108,12 @@ pub async fn close(places: &Places, id: Option<&str>) -> Result<Vec<String>, Fat
                 Code::Local,
                 format!("session {} (pid {}) did not stop", record.id, record.pid),
             ));
+        }
+        if record.intercept.is_some() {
+            if Record::path(&places.state_dir, &record.id).exists() {
+                said.push(super::intercepts::clean_stale(places, &record, force).await?);
+            }
+            continue;
         }
         if Record::path(&places.state_dir, &record.id).exists() {
             clean_stale(places, &record, &mut editors)?;
@@ -168,7 +174,7 @@ fn needs_edit(file: &Path, wanted: impl Fn(&str) -> bool) -> bool {
 
 /// Asks a live session to close and waits for its process to end (SIGTERM, then SIGKILL, as
 /// fallbacks); the session cleans up after itself.
-async fn close_live(record: &Record) -> String {
+pub(super) async fn close_live(record: &Record) -> String {
     let asked = matches!(
         control::request(&record.socket, Request::Close).await,
         Ok(Response::Closing)

@@ -7,6 +7,7 @@
 //! - [`manage`]: `session list`, `status`, `session close` (live or stale).
 
 pub mod control;
+pub mod intercepts;
 pub mod manage;
 pub mod record;
 pub mod status;

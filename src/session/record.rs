@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub struct Record {
     /// Session id (`tp-xxxxxx`), also in the hosts-file markers.
     pub id: String,
-    /// `teleport` (intercepts follow).
+    /// `teleport` or `intercept`.
     pub kind: String,
     /// The process owning the session.
     pub pid: u32,
@@ -26,6 +26,26 @@ pub struct Record {
     pub started: String,
     /// `starting` until everything is forwarded, then `ready`.
     pub state: String,
+    /// For intercepts: what the cluster holds for this session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intercept: Option<InterceptRef>,
+}
+
+/// Where an intercept's route lives in the cluster, so any later run can close it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InterceptRef {
+    /// The kubeconfig given with `--kubeconfig`, if any.
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// The intercepted Service.
+    pub service: String,
+    /// Which kind of object holds the Session record.
+    pub backend: crate::intercept::store::Backend,
+    /// The header route, for listings (`x-dev: alice`).
+    pub header: String,
+    /// Where matching requests go on this machine.
+    pub local: String,
 }
 
 /// Why a record could not be read or written.
@@ -137,6 +157,7 @@ mod tests {
             socket: socket_path(&state, "tp-abc"),
             started: "2026-11-23T09:00:00Z".into(),
             state: "ready".into(),
+            intercept: None,
         };
         record.save(&state).unwrap();
         use std::os::unix::fs::PermissionsExt;

@@ -105,6 +105,7 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
         socket: record::socket_path(&options.state_dir, &session),
         started: now_rfc3339(),
         state: "starting".into(),
+        intercept: None,
     };
     let local = |e: &dyn std::fmt::Display| Fatal::new(Code::Local, e.to_string());
     record.save(&options.state_dir).map_err(|e| local(&e))?;
@@ -169,15 +170,15 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
 }
 
 /// What ends a session: SIGINT, SIGTERM, or a close request on the control socket.
-struct Stop {
+pub(crate) struct Stop {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     close_rx: mpsc::Receiver<()>,
-    close_tx: mpsc::Sender<()>,
+    pub(crate) close_tx: mpsc::Sender<()>,
 }
 
 impl Stop {
-    fn install() -> Result<Stop, Fatal> {
+    pub(crate) fn install() -> Result<Stop, Fatal> {
         let signal_error =
             |e: std::io::Error| Fatal::new(Code::Local, format!("cannot handle signals: {e}"));
         let (close_tx, close_rx) = mpsc::channel(1);
@@ -190,7 +191,7 @@ impl Stop {
     }
 
     /// Waits for a stop request; returns the signal to pass on to a command.
-    async fn requested(&mut self) -> i32 {
+    pub(crate) async fn requested(&mut self) -> i32 {
         tokio::select! {
             _ = self.term.recv() => libc::SIGTERM,
             _ = self.int.recv() => libc::SIGINT,
@@ -204,7 +205,7 @@ pub const READY_MARKER: &str = "czctl-session-ready";
 
 /// Tells the parent of a detached run that the session is ready, then sends stdout to the
 /// log (stderr) so later change lines do not hit a closed pipe.
-fn announce_detached(session: &str) {
+pub(crate) fn announce_detached(session: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{READY_MARKER} {session}");
@@ -309,18 +310,23 @@ pub fn is_alive(pid: u32) -> bool {
 }
 
 /// The current time as RFC 3339 UTC, second precision.
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     format!("{:.0}", jiff::Timestamp::now())
 }
 
 /// A short random session id such as `tp-k3x9q2`.
 pub fn session_id() -> String {
+    new_id("tp")
+}
+
+/// A short random id with a prefix: `PREFIX-k3x9q2`.
+pub fn new_id(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
         ^ (u64::from(std::process::id()) << 32);
-    let mut id = String::from("tp-");
+    let mut id = format!("{prefix}-");
     for _ in 0..6 {
         seed ^= seed << 13;
         seed ^= seed >> 7;

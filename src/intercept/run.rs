@@ -1,0 +1,306 @@
+//! One intercept session from start to end: checks, the route in the cluster, the tunnel and
+//! heartbeat while it runs, the status on the control socket, and the close.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use tokio_util::sync::CancellationToken;
+
+use super::close::{self, Closed};
+use super::manifests::AGENT_CONTROL_PORT;
+use super::names::{self, TUNNEL_LABEL};
+use super::objects::{self, Kind};
+use super::setup::{self, close_fatal, Request};
+use super::shape;
+use super::spec::HeaderMatch;
+use super::store::RecordStore;
+use crate::cluster::client::{self, ClientOptions};
+use crate::exit::{from_kube, Code, Fatal};
+use crate::forward::transport::KubeWebSocket;
+use crate::session::control;
+use crate::session::record::{self, InterceptRef, Record};
+use crate::session::status::{Forward, Note, Status};
+use crate::teleport::{announce_detached, new_id, now_rfc3339, Stop};
+use crate::tunnel::cluster::{ClusterTunnel, PodResolver};
+use crate::tunnel::{Tunnel, TunnelStats};
+
+/// Everything an intercept needs to know.
+#[derive(Debug, Clone)]
+pub struct InterceptOptions {
+    /// Client configuration.
+    pub client: ClientOptions,
+    /// Namespace (default: the context's).
+    pub namespace: Option<String>,
+    /// The Service.
+    pub service: String,
+    /// The header route.
+    pub header: HeaderMatch,
+    /// Where matching requests go.
+    pub local: SocketAddr,
+    /// The Service port (default: its only one).
+    pub port: Option<u16>,
+    /// Router image.
+    pub router_image: String,
+    /// Tunnel agent image.
+    pub agent_image: String,
+    /// czctl's state directory.
+    pub state_dir: PathBuf,
+    /// Use this session id (a detached child gets it from its parent).
+    pub session: Option<String>,
+    /// Running as the background child of `--detach`.
+    pub detached: bool,
+}
+
+/// Parked tunnel connections kept ready at the agent.
+const POOL: usize = 4;
+
+/// Runs an intercept until SIGINT/SIGTERM or a `session close`.
+pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
+    let mut stop = Stop::install()?;
+    let connected = client::connect(&opts.client)
+        .await
+        .map_err(|e| Fatal::new(Code::Config, e.to_string()))?;
+    let client = connected.client.clone();
+    let ns = opts
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let what = format!("service {ns}/{}", opts.service);
+    let svc = objects::api(&client, &ns, Kind::Service)
+        .get_opt(&opts.service)
+        .await
+        .map_err(|e| from_kube(&format!("reading {what}"), &e))?
+        .ok_or_else(|| {
+            Fatal::new(
+                Code::NotFound,
+                format!("{what} not found; list them with: kubectl get services -n {ns}"),
+            )
+        })?;
+    let service_json = serde_json::to_value(&svc).unwrap_or_default();
+    let usage = |e: shape::ShapeError| Fatal::new(Code::Usage, e.to_string());
+    let original = shape::of_service(&service_json).map_err(usage)?;
+    let port = shape::pick_port(&original, &opts.service, opts.port).map_err(usage)?;
+    let store = RecordStore::detect(client.clone(), &ns)
+        .await
+        .map_err(|e| setup::store_error("choosing where the session record lives", e))?;
+    if tokio::net::TcpStream::connect(opts.local).await.is_err() {
+        eprintln!(
+            "czctl: nothing listens on {} yet; matching requests get 502 until something does",
+            opts.local
+        );
+    }
+    let session = opts.session.clone().unwrap_or_else(|| new_id("ic"));
+    let token = crate::tunnel::token::generate();
+    let mut record = Record {
+        id: session.clone(),
+        kind: "intercept".into(),
+        pid: std::process::id(),
+        namespaces: vec![ns.clone()],
+        context: connected.context.clone(),
+        hosts_file: PathBuf::new(),
+        socket: record::socket_path(&opts.state_dir, &session),
+        started: now_rfc3339(),
+        state: "starting".into(),
+        intercept: Some(InterceptRef {
+            kubeconfig: opts.client.kubeconfig.clone(),
+            namespace: ns.clone(),
+            service: opts.service.clone(),
+            backend: store.backend,
+            header: opts.header.to_string(),
+            local: opts.local.to_string(),
+        }),
+    };
+    let local = |e: &dyn std::fmt::Display| Fatal::new(Code::Local, e.to_string());
+    record.save(&opts.state_dir).map_err(|e| local(&e))?;
+    let request = Request {
+        namespace: ns.clone(),
+        service: opts.service.clone(),
+        service_json,
+        port,
+        header: opts.header.clone(),
+        session: session.clone(),
+        owner: owner(),
+        tunnel: "cluster".into(),
+        token: token.clone(),
+        router_image: opts.router_image.clone(),
+        agent_image: opts.agent_image.clone(),
+    };
+    let added = tokio::select! {
+        added = setup::add_route(&client, &store, &request) => added,
+        _ = stop.requested() => Err(Fatal::new(Code::Failure, "interrupted while starting")),
+    };
+    if let Err(e) = added {
+        // add_route undid its own changes; an interrupt may have cut it short.
+        if close::remove_route(&client, &store, &ns, &opts.service, &session, false)
+            .await
+            .is_ok()
+        {
+            // Keep the log: a detached parent shows its tail.
+            let _ = std::fs::remove_file(Record::path(&opts.state_dir, &record.id));
+        }
+        return Err(e);
+    }
+
+    let work = CancellationToken::new();
+    let stats = Arc::new(TunnelStats::default());
+    let tunnel = ClusterTunnel::new(
+        Arc::new(KubeWebSocket::new(client.clone())),
+        ns.clone(),
+        tunnel_pod_resolver(client.clone(), ns.clone(), session.clone()),
+        token,
+    )
+    .control_port(AGENT_CONTROL_PORT)
+    .pool_size(POOL);
+    let mut tunnel_task =
+        tokio::spawn(Box::new(tunnel).run(opts.local, work.clone(), stats.clone()));
+    let lease = names::session_part(&opts.service, &session);
+    tokio::spawn(super::heartbeat::renew(
+        client.clone(),
+        ns.clone(),
+        lease,
+        work.clone(),
+    ));
+    let status = status_fn(&ns, &opts, port, stats.clone());
+    let control_stop = work.clone();
+    control::serve(&record.socket, status, stop.close_tx.clone(), control_stop).map_err(|e| {
+        local(&format!(
+            "cannot open the control socket {}: {e}",
+            record.socket.display()
+        ))
+    })?;
+    record.state = "ready".into();
+    record.save(&opts.state_dir).map_err(|e| local(&e))?;
+    println!(
+        "intercepting {what} port {port}: requests with {} go to {} (session {session})",
+        opts.header, opts.local
+    );
+    eprintln!(
+        "czctl: other requests go to the original pods; stop with Ctrl-C or: czctl session close {session}"
+    );
+    if opts.detached {
+        announce_detached(&session);
+    }
+    let ended = tokio::select! {
+        _ = stop.requested() => None,
+        ended = &mut tunnel_task => Some(ended),
+    };
+    work.cancel();
+    let tunnel_failure = match ended {
+        Some(Ok(Err(e))) => Some(e.to_string()),
+        Some(Err(e)) => Some(format!("the tunnel task failed: {e}")),
+        _ => None,
+    };
+    let closed = close::remove_route(&client, &store, &ns, &opts.service, &session, false)
+        .await
+        .map_err(close_fatal)?;
+    record.remove(&opts.state_dir);
+    eprintln!("czctl: {}", describe_closed(&what, &closed));
+    match tunnel_failure {
+        Some(e) => Err(Fatal::new(
+            Code::Failure,
+            format!("the tunnel stopped: {e}"),
+        )),
+        None => Ok(0),
+    }
+}
+
+/// What a close did, for people.
+pub fn describe_closed(what: &str, closed: &Closed) -> String {
+    match closed {
+        Closed::AlreadyGone => format!("the intercept of {what} was already closed"),
+        Closed::RouteRemoved { remaining } => {
+            format!("route removed from {what}; {remaining} other intercept(s) keep the router")
+        }
+        Closed::Restored => format!("{what} restored to its original selector and ports"),
+    }
+}
+
+/// `user@host` for the record.
+fn owner() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "unknown".into()
+    };
+    let clean = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            .collect()
+    };
+    format!("{}@{}", clean(&user), clean(&host))
+}
+
+/// Finds a ready pod of the session's tunnel Deployment.
+fn tunnel_pod_resolver(client: Client, namespace: String, session: String) -> PodResolver {
+    Arc::new(move || {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        let selector = format!("{TUNNEL_LABEL}={session}");
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot list the tunnel pods: {e}"))?;
+            list.items
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .find(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .and_then(|p| p.metadata.name)
+                .ok_or_else(|| anyhow::anyhow!("no ready tunnel pod (label {selector})"))
+        }
+        .boxed()
+    })
+}
+
+fn status_fn(
+    namespace: &str,
+    opts: &InterceptOptions,
+    port: u16,
+    stats: Arc<TunnelStats>,
+) -> control::StatusFn {
+    let service = format!("{namespace}/{}", opts.service);
+    let local = opts.local.to_string();
+    let header = opts.header.to_string();
+    Arc::new(move || {
+        let s = stats.snapshot();
+        Status {
+            forwards: vec![Forward {
+                service: service.clone(),
+                pod_host: None,
+                address: local.clone(),
+                names: vec![],
+                ports: vec![port],
+                pods: vec![],
+                last_pod: None,
+                open_connections: s.open,
+                total_connections: s.handled,
+                bytes_up: s.bytes_up,
+                bytes_down: s.bytes_down,
+                last_error: s.last_error.clone(),
+            }],
+            notes: vec![Note {
+                service: service.clone(),
+                note: format!(
+                    "intercept: requests with {header} go to {local} through the cluster tunnel ({} parked)",
+                    s.parked
+                ),
+            }],
+        }
+    })
+}

@@ -1,0 +1,387 @@
+//! Adding a route: the record (created with the finalizer, or joined), the decoy, the session's
+//! tunnel end and heartbeat, the router configuration; then, once the router is ready, the
+//! checked patch that points the Service at it. Any failure after the record was touched
+//! removes the route again, so nothing is left half-done.
+
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use kube::Client;
+use serde_json::Value;
+use tracing::info;
+
+use super::close::{self, CloseError};
+use super::heartbeat::{self, micro_now, LEASE_SECONDS};
+use super::manifests::{self, Common, AGENT_DATA_PORT};
+use super::names;
+use super::objects::{self, Kind};
+use super::publish;
+use super::record::{RecordBody, Route};
+use super::shape;
+use super::spec::HeaderMatch;
+use super::store::{status_of, RecordStore, StoreError, Stored};
+use crate::exit::{from_kube, Code, Fatal};
+
+/// How long the router and the tunnel may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One developer's intercept request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Namespace.
+    pub namespace: String,
+    /// The Service.
+    pub service: String,
+    /// Its raw JSON as read at the start.
+    pub service_json: Value,
+    /// The Service port to intercept.
+    pub port: u16,
+    /// The header route.
+    pub header: HeaderMatch,
+    /// The local session id.
+    pub session: String,
+    /// `user@host`.
+    pub owner: String,
+    /// Tunnel kind.
+    pub tunnel: String,
+    /// The tunnel token (stored only in the Secret).
+    pub token: String,
+    /// Router image for a new router.
+    pub router_image: String,
+    /// Tunnel agent image.
+    pub agent_image: String,
+}
+
+pub fn store_error(what: &str, e: StoreError) -> Fatal {
+    match e {
+        StoreError::Kube(e) => from_kube(what, &e),
+        other => Fatal::new(Code::Conflict, format!("{what}: {other}")),
+    }
+}
+
+/// Adds the route; returns the record once the Service routes through the router.
+pub async fn add_route(
+    client: &Client,
+    store: &RecordStore,
+    req: &Request,
+) -> Result<Stored, Fatal> {
+    let stored = join_record(client, store, req).await?;
+    match finish(client, store, req, stored).await {
+        Ok(stored) => Ok(stored),
+        Err(fatal) => {
+            let undo = close::remove_route(
+                client,
+                store,
+                &req.namespace,
+                &req.service,
+                &req.session,
+                false,
+            )
+            .await;
+            let note = match undo {
+                Ok(_) => "everything czctl created for it was removed again".to_string(),
+                Err(e) => format!(
+                    "removing what it created failed too ({e}); run: czctl session close {}",
+                    req.session
+                ),
+            };
+            Err(Fatal::new(
+                fatal.code,
+                format!("{}\nThe intercept did not start; {note}.", fatal.message),
+            ))
+        }
+    }
+}
+
+/// Creates the record with our route, or adds our route to the existing one.
+async fn join_record(client: &Client, store: &RecordStore, req: &Request) -> Result<Stored, Fatal> {
+    let name = names::record(&req.namespace, &req.service);
+    let svc_name = format!("service {}/{}", req.namespace, req.service);
+    let route = Route {
+        session: req.session.clone(),
+        header: req.header.clone(),
+        owner: req.owner.clone(),
+        tunnel: req.tunnel.clone(),
+        upstream: String::new(),
+        lease: names::session_part(&req.service, &req.session),
+        started: micro_now(),
+    };
+    for _ in 0..100 {
+        let existing = store
+            .get(&name)
+            .await
+            .map_err(|e| store_error("reading the session record", e))?;
+        let Some(mut stored) = existing else {
+            let original = shape::of_service(&req.service_json)
+                .map_err(|e| Fatal::new(Code::Usage, e.to_string()))?;
+            let body = RecordBody {
+                service: req.service.clone(),
+                service_uid: req.service_json["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                port: req.port,
+                router_image: req.router_image.clone(),
+                original,
+                hijacked: None,
+                restore_patch: Vec::new(),
+                generation: 1,
+                closing: false,
+                routes: vec![route.clone()],
+            };
+            match store.create(&name, &req.service, &body).await {
+                Ok(stored) => return Ok(stored),
+                Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => continue,
+                Err(e) => return Err(store_error("creating the session record", e)),
+            }
+        };
+        if stored.deleting || stored.body.closing {
+            // The last route of an earlier intercept is being closed: wait for it.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
+        if stored.body.port != req.port {
+            return Err(Fatal::new(Code::Conflict, format!(
+                "{svc_name} is intercepted on port {} already; one router serves one port: use --port {}",
+                stored.body.port, stored.body.port
+            )));
+        }
+        check_routes(client, &req.namespace, &stored.body, req).await?;
+        stored.body.routes.push(route.clone());
+        stored.body.generation += 1;
+        match store.replace(&stored).await {
+            Ok(stored) => return Ok(stored),
+            Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => continue,
+            Err(e) => return Err(store_error("updating the session record", e)),
+        }
+    }
+    Err(Fatal::new(
+        Code::Conflict,
+        format!("{svc_name}: the session record kept changing under czctl; try again"),
+    ))
+}
+
+/// Refuses a route whose header value someone already routes, and offers the cleanup of
+/// routes whose heartbeat expired.
+async fn check_routes(
+    client: &Client,
+    namespace: &str,
+    body: &RecordBody,
+    req: &Request,
+) -> Result<(), Fatal> {
+    let mut stale = Vec::new();
+    for route in &body.routes {
+        if heartbeat::expired(client, namespace, &route.lease).await == Some(true) {
+            stale.push(route);
+        } else if route.header.overlaps(&req.header) {
+            return Err(Fatal::new(Code::Conflict, format!(
+                "requests with {} to service {namespace}/{} already go to {} (session {}); choose another value with -x {}:VALUE",
+                req.header, req.service, route.owner, route.session, req.header.name
+            )));
+        }
+    }
+    if let Some(route) = stale.first() {
+        return Err(Fatal::new(Code::Conflict, format!(
+            "service {namespace}/{} has a stale intercept: session {} of {} ({}) stopped renewing its heartbeat.\n\
+             Clean it up with: czctl service intercept {} -n {namespace} --close\n(or on that machine: czctl session close {})",
+            req.service, route.session, route.owner, route.header, req.service, route.session
+        )));
+    }
+    Ok(())
+}
+
+/// Creates the parts, waits for them, patches the Service when it is not yet routed.
+async fn finish(
+    client: &Client,
+    store: &RecordStore,
+    req: &Request,
+    mut stored: Stored,
+) -> Result<Stored, Fatal> {
+    let ns = req.namespace.as_str();
+    let owner = store.owner_ref(&stored);
+    let common = Common {
+        namespace: ns,
+        service: &req.service,
+        owner: &owner,
+    };
+    let kube_fatal = |what: &str| {
+        let what = what.to_string();
+        move |e: kube::Error| from_kube(&what, &e)
+    };
+    let services = objects::api(client, ns, Kind::Service);
+    objects::create_or_get(&services, manifests::decoy(&common, &stored.body.original))
+        .await
+        .map_err(kube_fatal("creating the decoy Service"))?;
+    objects::create_or_get(
+        &objects::api(client, ns, Kind::Lease),
+        manifests::lease(
+            &common,
+            &req.session,
+            &req.owner,
+            LEASE_SECONDS,
+            &micro_now(),
+        ),
+    )
+    .await
+    .map_err(kube_fatal("creating the heartbeat Lease"))?;
+    objects::create_or_get(
+        &objects::api(client, ns, Kind::Secret),
+        manifests::tunnel_secret(&common, &req.session, &req.token),
+    )
+    .await
+    .map_err(kube_fatal("creating the tunnel Secret"))?;
+    objects::create_or_get(
+        &objects::api(client, ns, Kind::Deployment),
+        manifests::tunnel(&common, &req.session, &req.agent_image),
+    )
+    .await
+    .map_err(kube_fatal("creating the tunnel Deployment"))?;
+    let tunnel_svc =
+        objects::create_or_get(&services, manifests::tunnel_service(&common, &req.session))
+            .await
+            .map_err(kube_fatal("creating the tunnel Service"))?;
+    let upstream = format!(
+        "{}:{AGENT_DATA_PORT}",
+        tunnel_svc.data["spec"]["clusterIP"]
+            .as_str()
+            .unwrap_or_default()
+    );
+    // Record where the router sends our requests, then publish the configuration.
+    loop {
+        if let Some(route) = stored
+            .body
+            .routes
+            .iter_mut()
+            .find(|r| r.session == req.session)
+        {
+            route.upstream = upstream.clone();
+        }
+        match store.replace(&stored).await {
+            Ok(written) => {
+                stored = written;
+                break;
+            }
+            Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => {
+                stored = store
+                    .get(&stored.name)
+                    .await
+                    .map_err(|e| store_error("reading the session record", e))?
+                    .ok_or_else(|| {
+                        Fatal::new(
+                            Code::Conflict,
+                            "the session record was deleted while the intercept started",
+                        )
+                    })?;
+                if stored.body.route_of(&req.session).is_none() {
+                    return Err(Fatal::new(
+                        Code::Conflict,
+                        "our route was removed from the session record while the intercept started",
+                    ));
+                }
+                stored.body.generation += 1;
+            }
+            Err(e) => return Err(store_error("updating the session record", e)),
+        }
+    }
+    publish::router(client, store, ns, &stored)
+        .await
+        .map_err(|e| store_error("publishing the router configuration", e))?;
+    let tunnel_name = names::session_part(&req.service, &req.session);
+    objects::wait_rollout(client, ns, &tunnel_name, 0, READY_TIMEOUT).await.map_err(|e| Fatal::new(Code::Failure, format!("the tunnel's in-cluster end did not start: {e}\nIts image is {}; set another with --agent-image.", req.agent_image)))?;
+    objects::wait_rollout(
+        client,
+        ns,
+        &names::router(&req.service),
+        stored.body.generation,
+        READY_TIMEOUT,
+    )
+    .await
+    .map_err(|e| {
+        Fatal::new(
+            Code::Failure,
+            format!("the router did not become ready: {e}"),
+        )
+    })?;
+    if stored.body.hijacked.is_none() {
+        stored = hijack(client, store, req, stored).await?;
+    }
+    info!(namespace = ns, service = %req.service, "routing through the router");
+    Ok(stored)
+}
+
+/// Points the Service at the router with a checked patch and records what was set and how
+/// to undo it.
+async fn hijack(
+    client: &Client,
+    store: &RecordStore,
+    req: &Request,
+    mut stored: Stored,
+) -> Result<Stored, Fatal> {
+    let body = &stored.body;
+    let target = shape::hijacked(&body.original, &req.service, body.port);
+    let ops = shape::setup_patch(&body.service_uid, &body.original, &target);
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(ops)).expect("setup patches are valid JSON patches");
+    let api = objects::api(client, &req.namespace, Kind::Service);
+    let patched = match api
+        .patch(
+            &req.service,
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+    {
+        Ok(patched) => patched,
+        Err(e) if status_of(&e) == Some(422) => {
+            // Either a concurrent czctl patched it first (fine), or someone changed it.
+            let fresh = store
+                .get(&stored.name)
+                .await
+                .map_err(|e| store_error("reading the session record", e))?;
+            if let Some(fresh) = fresh.filter(|f| f.body.hijacked.is_some()) {
+                return Ok(fresh);
+            }
+            let now = api
+                .get(&req.service)
+                .await
+                .map_err(|e| from_kube("reading the Service", &e))?;
+            let now = shape::read(&serde_json::to_value(&now).unwrap_or_default());
+            let diff = shape::difference(&body.original, &now).join("\n");
+            return Err(Fatal::new(Code::Conflict, format!(
+                "service {}/{} changed while the intercept started (- when czctl read it, + now):\n{diff}\nTry again.",
+                req.namespace, req.service
+            )));
+        }
+        Err(e) => return Err(from_kube("pointing the Service at the router", &e)),
+    };
+    let readback = shape::read(&serde_json::to_value(&patched).unwrap_or_default());
+    loop {
+        stored.body.restore_patch =
+            shape::restore_patch(&stored.body.service_uid, &readback, &stored.body.original);
+        stored.body.hijacked = Some(readback.clone());
+        match store.replace(&stored).await {
+            Ok(written) => return Ok(written),
+            Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => {
+                stored = store
+                    .get(&stored.name)
+                    .await
+                    .map_err(|e| store_error("reading the session record", e))?
+                    .ok_or_else(|| {
+                        Fatal::new(
+                            Code::Conflict,
+                            "the session record was deleted while the intercept started",
+                        )
+                    })?;
+            }
+            Err(e) => return Err(store_error("recording the restore patch", e)),
+        }
+    }
+}
+
+/// A `CloseError` as a user-facing failure.
+pub fn close_fatal(e: CloseError) -> Fatal {
+    match e {
+        CloseError::Foreign { .. } => Fatal::new(Code::Conflict, e.to_string()),
+        CloseError::Store(e) => store_error("closing the intercept", e),
+    }
+}

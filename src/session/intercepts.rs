@@ -1,0 +1,150 @@
+//! Closing intercepts from any czctl run: a stale local session's route, and with
+//! `service intercept SVC --close` every route of this machine plus any whose heartbeat expired.
+
+use kube::Client;
+
+use super::manage::{close_live, records, Listed, Places};
+use super::record::{InterceptRef, Record};
+use crate::cluster::client::{self, ClientOptions};
+use crate::exit::{Code, Fatal};
+use crate::intercept::close::{remove_route, Closed};
+use crate::intercept::heartbeat;
+use crate::intercept::names;
+use crate::intercept::setup::{close_fatal, store_error};
+use crate::intercept::store::RecordStore;
+use crate::teleport::is_alive;
+
+async fn connect(options: &ClientOptions) -> Result<Client, Fatal> {
+    client::connect(options)
+        .await
+        .map(|c| c.client)
+        .map_err(|e| Fatal::new(Code::Config, e.to_string()))
+}
+
+fn describe(session: &str, what: &str, closed: &Closed) -> String {
+    let done = crate::intercept::describe_closed(what, closed);
+    format!("session {session}: {done}")
+}
+
+/// Removes the route a dead session left in the cluster, then its record.
+pub async fn clean_stale(places: &Places, record: &Record, force: bool) -> Result<String, Fatal> {
+    let Some(ic) = &record.intercept else {
+        return Ok(String::new());
+    };
+    let client = connect(&options_of(record, ic)).await?;
+    let store = RecordStore::new(client.clone(), &ic.namespace, ic.backend);
+    let closed = remove_route(
+        &client,
+        &store,
+        &ic.namespace,
+        &ic.service,
+        &record.id,
+        force,
+    )
+    .await
+    .map_err(close_fatal)?;
+    record.remove(&places.state_dir);
+    let what = format!("service {}/{}", ic.namespace, ic.service);
+    Ok(format!(
+        "{} (it was stale: pid {} gone)",
+        describe(&record.id, &what, &closed),
+        record.pid
+    ))
+}
+
+fn options_of(record: &Record, ic: &InterceptRef) -> ClientOptions {
+    ClientOptions {
+        kubeconfig: ic.kubeconfig.clone(),
+        context: Some(record.context.clone()),
+    }
+}
+
+/// `service intercept SVC --close`: this machine's intercepts of the Service (live ones are
+/// asked to close, stale ones cleaned) and every route whose heartbeat expired.
+pub async fn close_intercepts(
+    places: &Places,
+    options: &ClientOptions,
+    namespace: Option<&str>,
+    service: &str,
+    force: bool,
+) -> Result<Vec<String>, Fatal> {
+    let client = connect(options).await?;
+    let ns = namespace.map_or_else(|| client.default_namespace().to_string(), str::to_string);
+    let what = format!("service {ns}/{service}");
+    let mut said = Vec::new();
+    for record in records(places)? {
+        let Some(ic) = &record.intercept else {
+            continue;
+        };
+        if ic.namespace != ns || ic.service != service {
+            continue;
+        }
+        if is_alive(record.pid) {
+            said.push(close_live(&record).await);
+        }
+        if record.intercept.is_some()
+            && super::record::Record::path(&places.state_dir, &record.id).exists()
+        {
+            said.push(clean_stale(places, &record, force).await?);
+        }
+    }
+    let store = RecordStore::detect(client.clone(), &ns)
+        .await
+        .map_err(|e| store_error("finding the session record", e))?;
+    if let Some(stored) = store
+        .get(&names::record(&ns, service))
+        .await
+        .map_err(|e| store_error("reading the session record", e))?
+    {
+        let mut sessions: Vec<String> = Vec::new();
+        for route in &stored.body.routes {
+            if heartbeat::expired(&client, &ns, &route.lease).await == Some(true) {
+                sessions.push(route.session.clone());
+            }
+        }
+        if stored.body.routes.is_empty() {
+            // A close that stopped half-way (for example refused without --force).
+            sessions.push(String::new());
+        }
+        for session in sessions {
+            let closed = remove_route(&client, &store, &ns, service, &session, force)
+                .await
+                .map_err(close_fatal)?;
+            said.push(if session.is_empty() {
+                format!(
+                    "finished an interrupted close: {}",
+                    crate::intercept::describe_closed(&what, &closed)
+                )
+            } else {
+                describe(&session, &what, &closed) + " (its heartbeat had expired)"
+            });
+        }
+    }
+    if said.is_empty() {
+        said.push(format!("no intercepts of {what} to close"));
+    }
+    Ok(said)
+}
+
+/// Marks live intercept sessions whose heartbeat Lease expired (a suspended laptop, a lost
+/// network) as stale, asking the cluster with a short timeout; unreachable clusters leave the
+/// mark as it is.
+pub async fn mark_expired(sessions: &mut [Listed]) {
+    for listed in sessions
+        .iter_mut()
+        .filter(|l| !l.stale && l.record.state == "ready")
+    {
+        let Some(ic) = listed.record.intercept.clone() else {
+            continue;
+        };
+        let check = async {
+            let client = connect(&options_of(&listed.record, &ic)).await.ok()?;
+            let lease = names::session_part(&ic.service, &listed.record.id);
+            heartbeat::expired(&client, &ic.namespace, &lease).await
+        };
+        let expired = tokio::time::timeout(std::time::Duration::from_secs(3), check).await;
+        if let Ok(Some(true)) = expired {
+            listed.stale = true;
+        }
+    }
+}
