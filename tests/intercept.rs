@@ -1,0 +1,664 @@
+//! `czctl service intercept` end to end against kubesim: the router is real NGINX, the tunnel
+//! agent is the czctl binary run as a pod, traffic enters through the Service's ClusterIP as
+//! it would from another pod, and the developer's server is a local echo server.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn start_sim(extra: &[&str]) -> KubeSim {
+    let image = format!("ghcr.io/czctl/czctl={}", env!("CARGO_BIN_EXE_czctl"));
+    let mut args = vec!["--run-image", image.as_str()];
+    args.extend_from_slice(extra);
+    kubesim(&["demo"], &args)
+}
+
+fn czctl(sim: &KubeSim, state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_czctl"))
+        .args(args)
+        .env("KUBECONFIG", &sim.kubeconfig)
+        .env("CZCTL_STATE_DIR", state)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run czctl")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn kubectl(sim: &KubeSim, args: &[&str]) -> String {
+    let out = sim.kubectl().args(args).output().expect("kubectl");
+    assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The developer's server: kubesim's echo image run locally, answering with `name`.
+struct LocalServer {
+    child: Child,
+    port: u16,
+}
+
+impl LocalServer {
+    fn start(name: &str) -> LocalServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let exe = std::env::current_exe().unwrap();
+        let mut child = Command::new(kubesim::harness::binary_near(&exe))
+            .args(["backend", "--image", "kubesim/echo", "--ip", "127.0.0.1"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--pod",
+                name,
+                "--namespace",
+                "laptop",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the local echo server");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "listening");
+        LocalServer { child, port }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cluster_ip(sim: &KubeSim) -> String {
+    kubectl(
+        sim,
+        &[
+            "get",
+            "svc",
+            "echo",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    )
+}
+
+/// A request to the echo Service's ClusterIP, as another pod would send it; the answering
+/// pod's name.
+fn who_answers(ip: &str, header: Option<&str>) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10"]);
+    if let Some(h) = header {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(format!("http://{ip}:8080/"))
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    pod_of(&body).unwrap_or_else(|| {
+        format!(
+            "no pod in {body:?} ({})",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The Service as it matters for restore: everything but the server's bookkeeping.
+fn service_state(sim: &KubeSim) -> Value {
+    let mut svc: Value = serde_json::from_str(&kubectl(
+        sim,
+        &["get", "svc", "echo", "-n", "demo", "-o", "json"],
+    ))
+    .unwrap();
+    for field in ["resourceVersion", "managedFields", "generation"] {
+        if let Some(meta) = svc["metadata"].as_object_mut() {
+            meta.remove(field);
+        }
+    }
+    svc
+}
+
+/// Everything czctl created in the namespace, by label, plus any Session records.
+fn residue(sim: &KubeSim) -> String {
+    let labelled = kubectl(
+        sim,
+        &[
+            "get",
+            "deployments,services,configmaps,secrets,leases",
+            "-n",
+            "demo",
+            "-l",
+            "app.kubernetes.io/managed-by=czctl",
+            "-o",
+            "name",
+        ],
+    );
+    let sessions = sim
+        .kubectl()
+        .args(["get", "sessions.czctl.dev", "-n", "demo", "-o", "name"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    format!("{labelled}{sessions}").trim().to_string()
+}
+
+fn state_dir(sim: &KubeSim, name: &str) -> PathBuf {
+    sim.dir.join(format!("state-{name}"))
+}
+
+fn intercept_detached(sim: &KubeSim, state: &Path, header: &str, port: u16) -> String {
+    let out = czctl(
+        sim,
+        state,
+        &[
+            "service",
+            "intercept",
+            "echo",
+            "-n",
+            "demo",
+            "-x",
+            header,
+            "-l",
+            &port.to_string(),
+            "--detach",
+        ],
+    );
+    assert!(out.status.success(), "intercept failed: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn header_requests_reach_the_laptop_and_close_restores_the_service() {
+    let sim = start_sim(&[]);
+    let state = state_dir(&sim, "basic");
+    let before = service_state(&sim);
+    let ip = cluster_ip(&sim);
+    let alice = LocalServer::start("alice-laptop");
+    let session = intercept_detached(&sim, &state, "x-dev:alice", alice.port);
+    assert!(session.starts_with("ic-"), "{session}");
+
+    for _ in 0..4 {
+        assert_eq!(who_answers(&ip, Some("x-dev: alice")), "alice-laptop");
+        assert_eq!(who_answers(&ip, Some("X-Dev: ALICE")), "alice-laptop");
+        let other = who_answers(&ip, None);
+        assert!(other.starts_with("echo-"), "{other}");
+        let other = who_answers(&ip, Some("x-dev: bob"));
+        assert!(other.starts_with("echo-"), "{other}");
+    }
+    let listed = czctl(&sim, &state, &["session", "list"]);
+    assert!(text(&listed).contains(&session), "{}", text(&listed));
+    let status = czctl(&sim, &state, &["status", &session, "-o", "json"]);
+    assert!(status.status.success(), "{}", text(&status));
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(status.to_string().contains("x-dev: alice"), "{status}");
+
+    let closed = czctl(&sim, &state, &["session", "close", "--all"]);
+    assert!(closed.status.success(), "{}", text(&closed));
+    assert_eq!(service_state(&sim), before);
+    eventually(
+        "czctl's objects to be gone",
+        Duration::from_secs(20),
+        || residue(&sim).is_empty().then_some(()),
+    );
+    let other = who_answers(&ip, Some("x-dev: alice"));
+    assert!(other.starts_with("echo-"), "{other}");
+}
+
+#[test]
+fn two_developers_each_get_their_own_requests() {
+    let sim = start_sim(&[]);
+    let ip = cluster_ip(&sim);
+    let before = service_state(&sim);
+    let (alice, bob) = (
+        LocalServer::start("alice-laptop"),
+        LocalServer::start("bob-laptop"),
+    );
+    let (sa, sb) = (state_dir(&sim, "alice"), state_dir(&sim, "bob"));
+    let a = intercept_detached(&sim, &sa, "x-dev:alice", alice.port);
+    let b = intercept_detached(&sim, &sb, "x-dev:bob", bob.port);
+    for _ in 0..3 {
+        assert_eq!(who_answers(&ip, Some("x-dev: alice")), "alice-laptop");
+        assert_eq!(who_answers(&ip, Some("x-dev: bob")), "bob-laptop");
+        assert!(who_answers(&ip, None).starts_with("echo-"));
+    }
+    // The same value a second time is refused, naming who has it.
+    let clash = czctl(
+        &sim,
+        &sb,
+        &[
+            "service",
+            "intercept",
+            "echo",
+            "-n",
+            "demo",
+            "-x",
+            "x-dev:alice",
+            "-l",
+            "1",
+            "--detach",
+        ],
+    );
+    assert_eq!(clash.status.code(), Some(7), "{}", text(&clash));
+    assert!(text(&clash).contains(&a), "{}", text(&clash));
+
+    let out = czctl(&sim, &sa, &["session", "close", &a]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(who_answers(&ip, Some("x-dev: alice")).starts_with("echo-"));
+    assert_eq!(who_answers(&ip, Some("x-dev: bob")), "bob-laptop");
+    assert_ne!(
+        service_state(&sim),
+        before,
+        "bob's intercept still routes the Service"
+    );
+
+    let out = czctl(&sim, &sb, &["session", "close", &b]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(service_state(&sim), before);
+}
+
+#[test]
+fn hostile_headers_are_refused_before_any_change() {
+    let sim = start_sim(&[]);
+    let state = state_dir(&sim, "hostile");
+    let before = service_state(&sim);
+    for spec in [
+        "default",
+        "x-dev:default\";",
+        "include:/etc/passwd x",
+        "x-dev:\"quoted\"",
+        "x-dev:{a}",
+        "x-dev:a;b",
+        "x-dev:a\nb",
+        "x-dev:$host",
+        "x_dev:alice",
+        "x-dev:a b",
+        "x-dev:}",
+    ] {
+        let out = czctl(
+            &sim,
+            &state,
+            &[
+                "service",
+                "intercept",
+                "echo",
+                "-n",
+                "demo",
+                "-x",
+                spec,
+                "-l",
+                "1",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{spec:?}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("header"),
+            "{spec:?}: {}",
+            text(&out)
+        );
+    }
+    assert_eq!(service_state(&sim), before);
+    assert_eq!(residue(&sim), "");
+}
+
+#[test]
+fn generated_router_config_passes_nginx_t() {
+    use czctl::intercept::nginx::{render, RouterConfig};
+    use czctl::intercept::record::Route;
+    use czctl::intercept::spec::parse_header;
+    let routes: Vec<Route> = [
+        "x-dev:alice",
+        "x-dev:default",
+        "x-user:include",
+        "X-C6O-INTERCEPT:yes",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, spec)| Route {
+        session: format!("ic-{i}abcde"),
+        header: parse_header(Some(spec)).unwrap(),
+        owner: "dev@laptop".into(),
+        tunnel: "cluster".into(),
+        upstream: format!("127.0.0.{}:7001", i + 2),
+        lease: "l".into(),
+        started: "now".into(),
+    })
+    .collect();
+    for routes in [&routes[..], &[]] {
+        let conf = render(&RouterConfig {
+            service: "demo/echo".into(),
+            decoy_ip: "127.0.0.9".into(),
+            intercepted: 8080,
+            ports: vec![(0, 8080), (1, 9090)],
+            routes,
+            generation: 1,
+        });
+        let dir = std::env::temp_dir().join(format!(
+            "czctl-nginx-t-{}-{}",
+            std::process::id(),
+            routes.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("nginx.conf");
+        std::fs::write(&file, &conf).unwrap();
+        let mut globals = String::new();
+        let stream = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
+        if stream.exists() {
+            globals.push_str(&format!("load_module {};", stream.display()));
+        }
+        let out = Command::new("nginx")
+            .args(["-t", "-e", "/dev/stderr", "-p"])
+            .arg(&dir)
+            .arg("-c")
+            .arg(&file)
+            .args(if globals.is_empty() {
+                vec![]
+            } else {
+                vec!["-g".to_string(), globals]
+            })
+            .output()
+            .expect("nginx is installed (.ci/run installs nginx-light and libnginx-mod-stream)");
+        assert!(
+            out.status.success(),
+            "nginx -t refused:\n{conf}\n{}",
+            text(&out)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A WebSocket upgrade to the echo Service's ClusterIP; returns the echoed text.
+fn websocket_echo(ip: &str, header: Option<&str>, message: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(format!("{ip}:8080")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "GET /ws HTTP/1.1\r\nHost: echo.demo\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // One masked text frame.
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | message.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(message.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stream.write_all(&frame).unwrap();
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header).unwrap();
+    assert_eq!(header[0], 0x81, "a text frame comes back");
+    let mut payload = vec![0u8; usize::from(header[1] & 0x7f)];
+    stream.read_exact(&mut payload).unwrap();
+    String::from_utf8(payload).unwrap()
+}
+
+fn tunnel_connections(sim: &KubeSim, state: &Path, session: &str) -> u64 {
+    let out = czctl(sim, state, &["status", session, "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["sessions"][0]["forwards"][0]["total_connections"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no connection count in {status}"))
+}
+
+#[test]
+fn websocket_upgrades_pass_through_the_route() {
+    let sim = start_sim(&[]);
+    let state = state_dir(&sim, "ws");
+    let ip = cluster_ip(&sim);
+    let alice = LocalServer::start("alice-laptop");
+    let session = intercept_detached(&sim, &state, "x-dev:alice", alice.port);
+    let before = tunnel_connections(&sim, &state, &session);
+    assert_eq!(
+        websocket_echo(&ip, Some("x-dev: alice"), "hello alice"),
+        "hello alice"
+    );
+    let after = tunnel_connections(&sim, &state, &session);
+    assert_eq!(after, before + 1, "the upgrade went through the tunnel");
+    assert_eq!(websocket_echo(&ip, None, "hello pods"), "hello pods");
+    assert_eq!(
+        tunnel_connections(&sim, &state, &session),
+        after,
+        "other upgrades reach the pods"
+    );
+    let out = czctl(&sim, &state, &["session", "close", "--all"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Starts an intercept in the foreground and waits until it routes.
+fn intercept_foreground(sim: &KubeSim, state: &Path, header: &str, port: u16) -> Czctl {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_czctl"));
+    cmd.args([
+        "service",
+        "intercept",
+        "echo",
+        "-n",
+        "demo",
+        "-x",
+        header,
+        "-l",
+        &port.to_string(),
+    ])
+    .env("KUBECONFIG", &sim.kubeconfig)
+    .env("CZCTL_STATE_DIR", state);
+    let mut czctl = spawn(cmd);
+    czctl.wait_stdout("intercepting service demo/echo", Duration::from_secs(90));
+    czctl
+}
+
+#[test]
+fn after_kill_9_close_all_restores_the_service_and_leaves_nothing() {
+    let sim = start_sim(&[]);
+    let state = state_dir(&sim, "kill");
+    let ip = cluster_ip(&sim);
+    let before = service_state(&sim);
+    let alice = LocalServer::start("alice-laptop");
+    let mut running = intercept_foreground(&sim, &state, "x-dev:alice", alice.port);
+    assert_eq!(who_answers(&ip, Some("x-dev: alice")), "alice-laptop");
+    running.signal(libc::SIGKILL);
+    running.wait_exit(Duration::from_secs(10));
+
+    let listed = czctl(&sim, &state, &["session", "list"]);
+    assert!(text(&listed).contains("stale"), "{}", text(&listed));
+    let out = czctl(&sim, &state, &["session", "close", "--all"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("restored"), "{}", text(&out));
+    assert_eq!(service_state(&sim), before);
+    eventually(
+        "czctl's objects to be gone",
+        Duration::from_secs(20),
+        || residue(&sim).is_empty().then_some(()),
+    );
+    let again = czctl(&sim, &state, &["session", "list"]);
+    assert!(!text(&again).contains("ic-"), "{}", text(&again));
+}
+
+#[test]
+fn a_foreign_change_makes_close_refuse_until_forced() {
+    let sim = start_sim(&[]);
+    let state = state_dir(&sim, "foreign");
+    let before = service_state(&sim);
+    let alice = LocalServer::start("alice-laptop");
+    intercept_detached(&sim, &state, "x-dev:alice", alice.port);
+    kubectl(
+        &sim,
+        &[
+            "patch",
+            "svc",
+            "echo",
+            "-n",
+            "demo",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"selector":{"team":"someone-else"}}}"#,
+        ],
+    );
+    let changed = service_state(&sim);
+
+    let out = czctl(&sim, &state, &["session", "close", "--all"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(
+        text(&out).contains("someone-else") && text(&out).contains("--force"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        service_state(&sim),
+        changed,
+        "a refused close changes nothing"
+    );
+    assert_ne!(residue(&sim), "");
+
+    let out = czctl(&sim, &state, &["session", "close", "--all", "--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(service_state(&sim)["spec"], before["spec"]);
+    eventually(
+        "czctl's objects to be gone",
+        Duration::from_secs(20),
+        || residue(&sim).is_empty().then_some(()),
+    );
+}
+
+#[test]
+fn a_stale_intercept_is_named_with_its_cleanup() {
+    let sim = start_sim(&[]);
+    let state = state_dir(&sim, "stale");
+    let before = service_state(&sim);
+    let alice = LocalServer::start("alice-laptop");
+    let mut running = intercept_foreground(&sim, &state, "x-dev:alice", alice.port);
+    running.signal(libc::SIGKILL);
+    running.wait_exit(Duration::from_secs(10));
+    // Age the heartbeat as 30 s without renewal would.
+    let lease = kubectl(
+        &sim,
+        &[
+            "get",
+            "leases",
+            "-n",
+            "demo",
+            "-l",
+            "app.kubernetes.io/managed-by=czctl",
+            "-o",
+            "name",
+        ],
+    );
+    kubectl(
+        &sim,
+        &[
+            "patch",
+            lease.trim(),
+            "-n",
+            "demo",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"renewTime":"2020-01-01T00:00:00.000000Z"}}"#,
+        ],
+    );
+    let bob = LocalServer::start("bob-laptop");
+    let other_state = state_dir(&sim, "stale-bob");
+    let out = czctl(
+        &sim,
+        &other_state,
+        &[
+            "service",
+            "intercept",
+            "echo",
+            "-n",
+            "demo",
+            "-x",
+            "x-dev:bob",
+            "-l",
+            &bob.port.to_string(),
+            "--detach",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(
+        text(&out).contains("czctl service intercept echo -n demo --close"),
+        "{}",
+        text(&out)
+    );
+
+    let out = czctl(
+        &sim,
+        &other_state,
+        &["service", "intercept", "echo", "-n", "demo", "--close"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("heartbeat had expired"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(service_state(&sim), before);
+}
+
+#[test]
+fn without_crd_rights_the_record_is_a_configmap() {
+    let rbac =
+        std::env::temp_dir().join(format!("czctl-intercept-rbac-{}.yaml", std::process::id()));
+    std::fs::write(
+        &rbac,
+        "user: tenant\ndeny:\n  - verbs: [\"*\"]\n    resources: [customresourcedefinitions]\n",
+    )
+    .unwrap();
+    let sim = start_sim(&["--rbac", rbac.to_str().unwrap()]);
+    let state = state_dir(&sim, "cm");
+    let ip = cluster_ip(&sim);
+    let before = service_state(&sim);
+    let alice = LocalServer::start("alice-laptop");
+    intercept_detached(&sim, &state, "x-dev:alice", alice.port);
+    assert_eq!(who_answers(&ip, Some("x-dev: alice")), "alice-laptop");
+    let records = kubectl(
+        &sim,
+        &[
+            "get",
+            "configmaps",
+            "-n",
+            "demo",
+            "-l",
+            "czctl.dev/session-record=true",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(records.trim(), "configmap/intercept-demo-echo");
+    let out = czctl(&sim, &state, &["session", "close", "--all"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(service_state(&sim), before);
+    let _ = std::fs::remove_file(&rbac);
+}
