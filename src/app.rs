@@ -71,7 +71,8 @@ pub async fn run(cli: Cli) -> Result<i32, Fatal> {
 
 /// `czctl service intercept SVC`: start one (in the foreground or detached), or `--close`.
 async fn intercept(args: InterceptArgs) -> Result<i32, Fatal> {
-    use crate::intercept::{spec, InterceptOptions};
+    use crate::cli::TunnelKind;
+    use crate::intercept::{spec, InterceptOptions, TunnelChoice};
     if let Some(ns) = args.namespace.as_deref().filter(|ns| !is_dns_label(ns)) {
         return Err(Fatal::new(
             Code::Usage,
@@ -86,6 +87,17 @@ async fn intercept(args: InterceptArgs) -> Result<i32, Fatal> {
         context: args.cluster.context.clone(),
     };
     let state_dir = state_dir();
+    let tunnel = match args.tunnel {
+        TunnelKind::Ngrok if !args.close => {
+            let token = std::env::var(crate::tunnel::ngrok::TOKEN_ENV).ok();
+            let authtoken = crate::tunnel::ngrok::check_token(token)
+                .map_err(|e| Fatal::new(Code::Config, e.to_string()))?;
+            TunnelChoice::Ngrok { authtoken }
+        }
+        _ => TunnelChoice::Cluster {
+            agent_image: args.agent_image.clone(),
+        },
+    };
     if args.close {
         let places = places(PathBuf::from("/etc/hosts"));
         let said = crate::session::intercepts::close_intercepts(
@@ -109,7 +121,7 @@ async fn intercept(args: InterceptArgs) -> Result<i32, Fatal> {
         local,
         port: args.port,
         router_image: args.router_image.clone(),
-        agent_image: args.agent_image.clone(),
+        tunnel,
         state_dir,
         session: None,
         detached: false,

@@ -189,7 +189,8 @@ pub struct InterceptArgs {
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
     /// How requests reach this machine: `cluster` goes through the pod port-forward API to an
-    /// agent pod, so only the cluster's own authentication guards it.
+    /// agent pod, so only the cluster's own authentication guards it; `ngrok` uses an ngrok
+    /// endpoint (NGROK_AUTHTOKEN) guarded by a per-session secret header.
     #[arg(long, value_enum, default_value_t = TunnelKind::Cluster)]
     pub tunnel: TunnelKind,
     /// Run in the background; print the session id on stdout once requests are routed.
@@ -217,6 +218,8 @@ pub struct InterceptArgs {
 pub enum TunnelKind {
     /// Through the cluster's pod port-forward API to czctl's agent pod.
     Cluster,
+    /// Through an ngrok endpoint (needs NGROK_AUTHTOKEN).
+    Ngrok,
 }
 
 /// `czctl agent ...` (in the cluster).

@@ -318,6 +318,26 @@ fn hostile_headers_are_refused_before_any_change() {
             text(&out)
         );
     }
+    // ngrok without a token: refused before anything is created, exit 3.
+    let out = Command::new(env!("CARGO_BIN_EXE_czctl"))
+        .args([
+            "service",
+            "intercept",
+            "echo",
+            "-n",
+            "demo",
+            "--tunnel",
+            "ngrok",
+            "-l",
+            "1",
+        ])
+        .env("KUBECONFIG", &sim.kubeconfig)
+        .env("CZCTL_STATE_DIR", &state)
+        .env_remove("NGROK_AUTHTOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("NGROK_AUTHTOKEN"), "{}", text(&out));
     assert_eq!(service_state(&sim), before);
     assert_eq!(residue(&sim), "");
 }
@@ -343,8 +363,24 @@ fn generated_router_config_passes_nginx_t() {
         upstream: format!("127.0.0.{}:7001", i + 2),
         lease: "l".into(),
         started: "now".into(),
+        tls: None,
     })
     .collect();
+    // An ngrok route: reached over HTTPS by name, with the secret header.
+    let mut routes = routes;
+    routes.push(Route {
+        session: "ic-ngrok1".into(),
+        header: parse_header(Some("x-dev:carol")).unwrap(),
+        owner: "carol@laptop".into(),
+        tunnel: "ngrok".into(),
+        upstream: "localhost:443".into(),
+        lease: "l".into(),
+        started: "now".into(),
+        tls: Some(czctl::intercept::record::TlsUpstream {
+            host: "localhost".into(),
+            secret: czctl::tunnel::token::generate(),
+        }),
+    });
     for routes in [&routes[..], &[]] {
         let conf = render(&RouterConfig {
             service: "demo/echo".into(),

@@ -207,7 +207,8 @@ pub fn tunnel(common: &Common<'_>, session: &str, image: &str) -> Value {
                             "requests": {"cpu": "10m", "memory": "16Mi"},
                             "limits": {"memory": "64Mi"},
                         },
-                        "readinessProbe": {"tcpSocket": {"port": AGENT_DATA_PORT}, "periodSeconds": 2},
+                        // Probing the data port would hand the probe to the laptop: probe the control port.
+                        "readinessProbe": {"tcpSocket": {"port": AGENT_CONTROL_PORT}, "periodSeconds": 2},
                     }],
                 },
             },

@@ -34,4 +34,4 @@ pub mod shape;
 pub mod spec;
 pub mod store;
 
-pub use run::{describe_closed, run, InterceptOptions};
+pub use run::{describe_closed, run, InterceptOptions, TunnelChoice};

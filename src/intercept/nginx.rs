@@ -13,8 +13,9 @@
 
 use std::fmt::Write;
 
-use super::record::Route;
+use super::record::{Route, TlsUpstream};
 use super::shape::{ROUTER_HEALTH_PORT, ROUTER_HTTP_PORT, ROUTER_STREAM_BASE};
+use crate::tunnel::ngrok::SECRET_HEADER;
 
 /// What the configuration is made from.
 #[derive(Debug, Clone)]
@@ -104,28 +105,60 @@ pub fn render(config: &RouterConfig<'_>) -> String {
         fallback = var;
     }
     let _ = writeln!(w, "    map $host $czctl_route {{ default {fallback}; }}");
+    // Per-route upstream settings: tunnels reached over HTTPS by name (ngrok) get their Host,
+    // SNI and secret header; everything else keeps the client's Host and no secret.
+    let tls: Vec<(String, &TlsUpstream)> = config
+        .routes
+        .iter()
+        .filter_map(|r| Some((upstream_name(&r.session), r.tls.as_ref()?)))
+        .collect();
+    for (var, default, value) in [
+        ("scheme", "http", None),
+        ("host", "$http_host", Some(0)),
+        ("secret", "\"\"", Some(1)),
+        ("ngrok", "\"\"", Some(2)),
+    ] {
+        let _ = write!(w, "    map $czctl_route $czctl_{var} {{ default {default};");
+        for (name, up) in &tls {
+            let v = match value {
+                None => "https",
+                Some(0) => up.host.as_str(),
+                Some(1) => up.secret.as_str(),
+                _ => "1",
+            };
+            let _ = write!(w, " {name} {v};");
+        }
+        w.push_str(" }\n");
+    }
     let _ = writeln!(
         w,
         "    upstream decoy {{ server {}:{}; keepalive 16; }}",
         config.decoy_ip, config.intercepted
     );
     for route in config.routes {
+        let server = match &route.tls {
+            Some(tls) => format!("{}:443", tls.host),
+            None => route.upstream.clone(),
+        };
         let _ = writeln!(
             w,
-            "    # {} for {} ({} tunnel)\n    upstream {} {{ server {}; }}",
+            "    # {} for {} ({} tunnel)\n    upstream {} {{ server {server}; }}",
             route.header,
             route.owner.replace(['\n', '\r'], " "),
             route.tunnel,
             upstream_name(&route.session),
-            route.upstream
         );
     }
     let _ = writeln!(
         w,
         "    server {{\n        listen {ROUTER_HTTP_PORT};\n        location / {{\n\
-         \x20           proxy_pass http://$czctl_route;\n\
+         \x20           proxy_pass $czctl_scheme://$czctl_route;\n\
          \x20           proxy_http_version 1.1;\n\
-         \x20           proxy_set_header Host $http_host;\n\
+         \x20           proxy_set_header Host $czctl_host;\n\
+         \x20           proxy_set_header {SECRET_HEADER} $czctl_secret;\n\
+         \x20           proxy_set_header ngrok-skip-browser-warning $czctl_ngrok;\n\
+         \x20           proxy_ssl_server_name on;\n\
+         \x20           proxy_ssl_name $czctl_host;\n\
          \x20           proxy_set_header Upgrade $http_upgrade;\n\
          \x20           proxy_set_header Connection $czctl_connection;\n\
          \x20           proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
@@ -172,6 +205,7 @@ mod tests {
             upstream: upstream.into(),
             lease: format!("interceptor-echo-{session}"),
             started: "2026-11-23T09:00:00Z".into(),
+            tls: None,
         }
     }
 
@@ -203,6 +237,30 @@ mod tests {
         assert!(conf.contains("upstream decoy { server 127.9.128.7:8080; keepalive 16; }"));
         assert!(conf.contains("server { listen 9001; proxy_pass 127.9.128.7:9090; }"));
         assert_eq!(conf.matches('{').count(), conf.matches('}').count());
+    }
+
+    #[test]
+    fn tls_routes_get_host_sni_and_secret() {
+        let mut r = route("ic-ngk", "x-dev:carol", "");
+        r.tunnel = "ngrok".into();
+        r.tls = Some(TlsUpstream {
+            host: "ab-12.ngrok-free.app".into(),
+            secret: "S3cr3t_x".into(),
+        });
+        let conf = sample(&[route("ic-aaa", "x-dev:alice", "127.9.128.8:7001"), r]);
+        assert!(
+            conf.contains("upstream t_ic_ngk { server ab-12.ngrok-free.app:443; }"),
+            "{conf}"
+        );
+        assert!(conf.contains("map $czctl_route $czctl_scheme { default http; t_ic_ngk https; }"));
+        assert!(conf.contains(
+            "map $czctl_route $czctl_host { default $http_host; t_ic_ngk ab-12.ngrok-free.app; }"
+        ));
+        assert!(
+            conf.contains("map $czctl_route $czctl_secret { default \"\"; t_ic_ngk S3cr3t_x; }")
+        );
+        assert!(conf.contains("proxy_set_header x-czctl-tunnel-secret $czctl_secret;"));
+        assert!(!conf.contains("t_ic_aaa https"));
     }
 
     #[test]

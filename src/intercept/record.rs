@@ -42,6 +42,19 @@ pub struct Route {
     pub lease: String,
     /// When the route was added (RFC 3339).
     pub started: String,
+    /// For tunnels reached over HTTPS by name (ngrok): the host and the secret header value
+    /// the router must send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsUpstream>,
+}
+
+/// An upstream reached over HTTPS by host name, guarded by a secret header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsUpstream {
+    /// Host name (SNI and Host header).
+    pub host: String,
+    /// The value of the secret header (letters, digits, `-`, `_`).
+    pub secret: String,
 }
 
 /// The record's body.

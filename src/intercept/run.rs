@@ -15,7 +15,8 @@ use super::close::{self, Closed};
 use super::manifests::AGENT_CONTROL_PORT;
 use super::names::{self, TUNNEL_LABEL};
 use super::objects::{self, Kind};
-use super::setup::{self, close_fatal, Request};
+use super::record::TlsUpstream;
+use super::setup::{self, close_fatal, Request, TunnelPlan};
 use super::shape;
 use super::spec::HeaderMatch;
 use super::store::RecordStore;
@@ -27,6 +28,7 @@ use crate::session::record::{self, InterceptRef, Record};
 use crate::session::status::{Forward, Note, Status};
 use crate::teleport::{announce_detached, new_id, now_rfc3339, Stop};
 use crate::tunnel::cluster::{ClusterTunnel, PodResolver};
+use crate::tunnel::ngrok::NgrokTunnel;
 use crate::tunnel::{Tunnel, TunnelStats};
 
 /// Everything an intercept needs to know.
@@ -46,14 +48,29 @@ pub struct InterceptOptions {
     pub port: Option<u16>,
     /// Router image.
     pub router_image: String,
-    /// Tunnel agent image.
-    pub agent_image: String,
+    /// How matching requests reach this machine.
+    pub tunnel: TunnelChoice,
     /// czctl's state directory.
     pub state_dir: PathBuf,
     /// Use this session id (a detached child gets it from its parent).
     pub session: Option<String>,
     /// Running as the background child of `--detach`.
     pub detached: bool,
+}
+
+/// The tunnel asked for.
+#[derive(Debug, Clone)]
+pub enum TunnelChoice {
+    /// Through the cluster to czctl's agent pod running `agent_image`.
+    Cluster {
+        /// The agent image.
+        agent_image: String,
+    },
+    /// An ngrok endpoint opened with this authtoken (already checked).
+    Ngrok {
+        /// The authtoken.
+        authtoken: String,
+    },
 }
 
 /// Parked tunnel connections kept ready at the agent.
@@ -95,7 +112,7 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
         );
     }
     let session = opts.session.clone().unwrap_or_else(|| new_id("ic"));
-    let token = crate::tunnel::token::generate();
+    let (plan, tunnel) = open_tunnel(&opts, &client, &ns, &session).await?;
     let mut record = Record {
         id: session.clone(),
         kind: "intercept".into(),
@@ -125,10 +142,8 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
         header: opts.header.clone(),
         session: session.clone(),
         owner: owner(),
-        tunnel: "cluster".into(),
-        token: token.clone(),
+        tunnel: plan,
         router_image: opts.router_image.clone(),
-        agent_image: opts.agent_image.clone(),
     };
     let added = tokio::select! {
         added = setup::add_route(&client, &store, &request) => added,
@@ -148,16 +163,7 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
 
     let work = CancellationToken::new();
     let stats = Arc::new(TunnelStats::default());
-    let tunnel = ClusterTunnel::new(
-        Arc::new(KubeWebSocket::new(client.clone())),
-        ns.clone(),
-        tunnel_pod_resolver(client.clone(), ns.clone(), session.clone()),
-        token,
-    )
-    .control_port(AGENT_CONTROL_PORT)
-    .pool_size(POOL);
-    let mut tunnel_task =
-        tokio::spawn(Box::new(tunnel).run(opts.local, work.clone(), stats.clone()));
+    let mut tunnel_task = tokio::spawn(tunnel.run(opts.local, work.clone(), stats.clone()));
     let lease = names::session_part(&opts.service, &session);
     tokio::spawn(super::heartbeat::renew(
         client.clone(),
@@ -206,6 +212,44 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
             format!("the tunnel stopped: {e}"),
         )),
         None => Ok(0),
+    }
+}
+
+/// Prepares the tunnel: the cluster agent's token (nothing connects until it runs), or an
+/// open ngrok endpoint whose host the router will use.
+async fn open_tunnel(
+    opts: &InterceptOptions,
+    client: &Client,
+    ns: &str,
+    session: &str,
+) -> Result<(TunnelPlan, Box<dyn Tunnel>), Fatal> {
+    let secret = crate::tunnel::token::generate();
+    match &opts.tunnel {
+        TunnelChoice::Cluster { agent_image } => {
+            let tunnel = ClusterTunnel::new(
+                Arc::new(KubeWebSocket::new(client.clone())),
+                ns.to_string(),
+                tunnel_pod_resolver(client.clone(), ns.to_string(), session.to_string()),
+                secret.clone(),
+            )
+            .control_port(AGENT_CONTROL_PORT)
+            .pool_size(POOL);
+            let plan = TunnelPlan::Cluster {
+                token: secret,
+                agent_image: agent_image.clone(),
+            };
+            Ok((plan, Box::new(tunnel)))
+        }
+        TunnelChoice::Ngrok { authtoken } => {
+            let tunnel = NgrokTunnel::open(authtoken, opts.local, &secret)
+                .await
+                .map_err(|e| Fatal::new(Code::Config, e.to_string()))?;
+            let plan = TunnelPlan::Ngrok(TlsUpstream {
+                host: tunnel.host().to_string(),
+                secret,
+            });
+            Ok((plan, Box::new(tunnel)))
+        }
     }
 }
 
@@ -277,6 +321,10 @@ fn status_fn(
     let service = format!("{namespace}/{}", opts.service);
     let local = opts.local.to_string();
     let header = opts.header.to_string();
+    let kind = match opts.tunnel {
+        TunnelChoice::Cluster { .. } => "the cluster tunnel",
+        TunnelChoice::Ngrok { .. } => "ngrok",
+    };
     Arc::new(move || {
         let s = stats.snapshot();
         Status {
@@ -297,7 +345,7 @@ fn status_fn(
             notes: vec![Note {
                 service: service.clone(),
                 note: format!(
-                    "intercept: requests with {header} go to {local} through the cluster tunnel ({} parked)",
+                    "intercept: requests with {header} go to {local} through {kind} ({} parked)",
                     s.parked
                 ),
             }],

@@ -16,7 +16,7 @@ use super::manifests::{self, Common, AGENT_DATA_PORT};
 use super::names;
 use super::objects::{self, Kind};
 use super::publish;
-use super::record::{RecordBody, Route};
+use super::record::{RecordBody, Route, TlsUpstream};
 use super::shape;
 use super::spec::HeaderMatch;
 use super::store::{status_of, RecordStore, StoreError, Stored};
@@ -42,14 +42,33 @@ pub struct Request {
     pub session: String,
     /// `user@host`.
     pub owner: String,
-    /// Tunnel kind.
-    pub tunnel: String,
-    /// The tunnel token (stored only in the Secret).
-    pub token: String,
+    /// How matching requests reach this machine.
+    pub tunnel: TunnelPlan,
     /// Router image for a new router.
     pub router_image: String,
-    /// Tunnel agent image.
-    pub agent_image: String,
+}
+
+/// The tunnel's in-cluster side.
+#[derive(Debug, Clone)]
+pub enum TunnelPlan {
+    /// czctl's agent pod, reached through port-forward.
+    Cluster {
+        /// The token the laptop presents (stored only in the Secret).
+        token: String,
+        /// The agent image.
+        agent_image: String,
+    },
+    /// An ngrok endpoint, reached over HTTPS with a secret header.
+    Ngrok(TlsUpstream),
+}
+
+impl TunnelPlan {
+    fn kind(&self) -> &'static str {
+        match self {
+            TunnelPlan::Cluster { .. } => "cluster",
+            TunnelPlan::Ngrok(_) => "ngrok",
+        }
+    }
 }
 
 pub fn store_error(what: &str, e: StoreError) -> Fatal {
@@ -101,10 +120,17 @@ async fn join_record(client: &Client, store: &RecordStore, req: &Request) -> Res
         session: req.session.clone(),
         header: req.header.clone(),
         owner: req.owner.clone(),
-        tunnel: req.tunnel.clone(),
-        upstream: String::new(),
+        tunnel: req.tunnel.kind().to_string(),
+        upstream: match &req.tunnel {
+            TunnelPlan::Ngrok(tls) => format!("{}:443", tls.host),
+            TunnelPlan::Cluster { .. } => String::new(),
+        },
         lease: names::session_part(&req.service, &req.session),
         started: micro_now(),
+        tls: match &req.tunnel {
+            TunnelPlan::Ngrok(tls) => Some(tls.clone()),
+            TunnelPlan::Cluster { .. } => None,
+        },
     };
     for _ in 0..100 {
         let existing = store
@@ -224,70 +250,24 @@ async fn finish(
     )
     .await
     .map_err(kube_fatal("creating the heartbeat Lease"))?;
-    objects::create_or_get(
-        &objects::api(client, ns, Kind::Secret),
-        manifests::tunnel_secret(&common, &req.session, &req.token),
-    )
-    .await
-    .map_err(kube_fatal("creating the tunnel Secret"))?;
-    objects::create_or_get(
-        &objects::api(client, ns, Kind::Deployment),
-        manifests::tunnel(&common, &req.session, &req.agent_image),
-    )
-    .await
-    .map_err(kube_fatal("creating the tunnel Deployment"))?;
-    let tunnel_svc =
-        objects::create_or_get(&services, manifests::tunnel_service(&common, &req.session))
-            .await
-            .map_err(kube_fatal("creating the tunnel Service"))?;
-    let upstream = format!(
-        "{}:{AGENT_DATA_PORT}",
-        tunnel_svc.data["spec"]["clusterIP"]
-            .as_str()
-            .unwrap_or_default()
-    );
-    // Record where the router sends our requests, then publish the configuration.
-    loop {
-        if let Some(route) = stored
-            .body
-            .routes
-            .iter_mut()
-            .find(|r| r.session == req.session)
-        {
-            route.upstream = upstream.clone();
-        }
-        match store.replace(&stored).await {
-            Ok(written) => {
-                stored = written;
-                break;
-            }
-            Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => {
-                stored = store
-                    .get(&stored.name)
-                    .await
-                    .map_err(|e| store_error("reading the session record", e))?
-                    .ok_or_else(|| {
-                        Fatal::new(
-                            Code::Conflict,
-                            "the session record was deleted while the intercept started",
-                        )
-                    })?;
-                if stored.body.route_of(&req.session).is_none() {
-                    return Err(Fatal::new(
-                        Code::Conflict,
-                        "our route was removed from the session record while the intercept started",
-                    ));
-                }
-                stored.body.generation += 1;
-            }
-            Err(e) => return Err(store_error("updating the session record", e)),
-        }
+    if let TunnelPlan::Cluster { token, agent_image } = &req.tunnel {
+        let upstream = cluster_tunnel(client, &common, req, token, agent_image).await?;
+        stored = record_upstream(store, stored, &req.session, &upstream).await?;
     }
     publish::router(client, store, ns, &stored)
         .await
         .map_err(|e| store_error("publishing the router configuration", e))?;
-    let tunnel_name = names::session_part(&req.service, &req.session);
-    objects::wait_rollout(client, ns, &tunnel_name, 0, READY_TIMEOUT).await.map_err(|e| Fatal::new(Code::Failure, format!("the tunnel's in-cluster end did not start: {e}\nIts image is {}; set another with --agent-image.", req.agent_image)))?;
+    if let TunnelPlan::Cluster { agent_image, .. } = &req.tunnel {
+        let tunnel_name = names::session_part(&req.service, &req.session);
+        objects::wait_rollout(client, ns, &tunnel_name, 0, READY_TIMEOUT)
+            .await
+            .map_err(|e| {
+                Fatal::new(
+                    Code::Failure,
+                    format!("the tunnel's in-cluster end did not start: {e}\nIts image is {agent_image}; set another with --agent-image."),
+                )
+            })?;
+    }
     objects::wait_rollout(
         client,
         ns,
@@ -307,6 +287,72 @@ async fn finish(
     }
     info!(namespace = ns, service = %req.service, "routing through the router");
     Ok(stored)
+}
+
+/// Creates the session's agent: its token Secret, Deployment and Service; returns where the
+/// router reaches it.
+async fn cluster_tunnel(
+    client: &Client,
+    common: &Common<'_>,
+    req: &Request,
+    token: &str,
+    agent_image: &str,
+) -> Result<String, Fatal> {
+    let kube_fatal = |what: &'static str| move |e: kube::Error| from_kube(what, &e);
+    let ns = common.namespace;
+    objects::create_or_get(
+        &objects::api(client, ns, Kind::Secret),
+        manifests::tunnel_secret(common, &req.session, token),
+    )
+    .await
+    .map_err(kube_fatal("creating the tunnel Secret"))?;
+    objects::create_or_get(
+        &objects::api(client, ns, Kind::Deployment),
+        manifests::tunnel(common, &req.session, agent_image),
+    )
+    .await
+    .map_err(kube_fatal("creating the tunnel Deployment"))?;
+    let services = objects::api(client, ns, Kind::Service);
+    let svc = objects::create_or_get(&services, manifests::tunnel_service(common, &req.session))
+        .await
+        .map_err(kube_fatal("creating the tunnel Service"))?;
+    let ip = svc.data["spec"]["clusterIP"].as_str().unwrap_or_default();
+    Ok(format!("{ip}:{AGENT_DATA_PORT}"))
+}
+
+/// Records where the router sends `session`'s requests (a new generation).
+async fn record_upstream(
+    store: &RecordStore,
+    mut stored: Stored,
+    session: &str,
+    upstream: &str,
+) -> Result<Stored, Fatal> {
+    loop {
+        let Some(route) = stored.body.routes.iter_mut().find(|r| r.session == session) else {
+            return Err(Fatal::new(
+                Code::Conflict,
+                "our route was removed from the session record while the intercept started",
+            ));
+        };
+        route.upstream = upstream.to_string();
+        stored.body.generation += 1;
+        match store.replace(&stored).await {
+            Ok(written) => return Ok(written),
+            Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => {
+                stored = store
+                    .get(&stored.name)
+                    .await
+                    .map_err(|e| store_error("reading the session record", e))?
+                    .ok_or_else(|| {
+                        Fatal::new(
+                            Code::Conflict,
+                            "the session record was deleted while the intercept started",
+                        )
+                    })?;
+            }
+            Err(e) => return Err(store_error("updating the session record", e)),
+        }
+    }
 }
 
 /// Points the Service at the router with a checked patch and records what was set and how

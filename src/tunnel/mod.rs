@@ -50,6 +50,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod ngrok;
 pub mod protocol;
 pub mod token;
 

@@ -130,6 +130,13 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Op
         .take(MAX_LINE as u64)
         .read_until(b'\n', &mut buf)
         .await?;
+    if buf.is_empty() {
+        // Closed before sending anything: a TCP readiness probe, or a peer that went away.
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "closed before sending a line",
+        ));
+    }
     if buf.last() != Some(&b'\n') {
         return Ok(None);
     }
