@@ -698,3 +698,42 @@ fn without_crd_rights_the_record_is_a_configmap() {
     assert_eq!(service_state(&sim), before);
     let _ = std::fs::remove_file(&rbac);
 }
+
+#[test]
+fn the_tunnel_recovers_from_dropped_port_forwards_and_a_replaced_agent() {
+    let sim = start_sim(&[]);
+    let state = state_dir(&sim, "recover");
+    let ip = cluster_ip(&sim);
+    let alice = LocalServer::start("alice-laptop");
+    let session = intercept_detached(&sim, &state, "x-dev:alice", alice.port);
+    assert_eq!(who_answers(&ip, Some("x-dev: alice")), "alice-laptop");
+
+    sim.fault("faults/close-portforwards");
+    eventually(
+        "the route to work after port-forwards dropped",
+        Duration::from_secs(30),
+        || (who_answers(&ip, Some("x-dev: alice")) == "alice-laptop").then_some(()),
+    );
+
+    let selector = format!("czctl.dev/tunnel={session}");
+    let old = kubectl(
+        &sim,
+        &["get", "pods", "-n", "demo", "-l", &selector, "-o", "name"],
+    );
+    kubectl(&sim, &["delete", "pods", "-n", "demo", "-l", &selector]);
+    eventually("a new agent pod", Duration::from_secs(30), || {
+        let now = kubectl(
+            &sim,
+            &["get", "pods", "-n", "demo", "-l", &selector, "-o", "name"],
+        );
+        (!now.trim().is_empty() && now != old).then_some(())
+    });
+    eventually(
+        "the route to work through the new agent",
+        Duration::from_secs(30),
+        || (who_answers(&ip, Some("x-dev: alice")) == "alice-laptop").then_some(()),
+    );
+    assert!(who_answers(&ip, None).starts_with("echo-"));
+    let out = czctl(&sim, &state, &["session", "close", "--all"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
