@@ -146,7 +146,7 @@ fn residue(sim: &KubeSim) -> String {
         sim,
         &[
             "get",
-            "deployments,services,configmaps,secrets,leases",
+            "deployments,services,configmaps,secrets,leases,networkpolicies",
             "-n",
             "demo",
             "-l",

@@ -141,7 +141,13 @@ pub async fn delete_session_parts(
     session: &str,
 ) -> Result<(), kube::Error> {
     let name = names::session_part(service, session);
-    for kind in [Kind::Deployment, Kind::Service, Kind::Secret, Kind::Lease] {
+    for kind in [
+        Kind::Deployment,
+        Kind::Service,
+        Kind::Secret,
+        Kind::Lease,
+        Kind::NetworkPolicy,
+    ] {
         objects::delete(&objects::api(client, namespace, kind), &name).await?;
     }
     Ok(())

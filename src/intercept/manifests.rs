@@ -230,6 +230,25 @@ pub fn tunnel_service(common: &Common<'_>, session: &str) -> Value {
     })
 }
 
+/// Only the router may reach the agent's data port: anything else in the cluster that could
+/// connect to it would reach the developer's machine. (Port-forward arrives inside the pod and
+/// is not subject to NetworkPolicy; the control port needs no other way in.)
+pub fn tunnel_policy(common: &Common<'_>, session: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": common.metadata(&names::session_part(common.service, session), &[(TUNNEL_LABEL, session)]),
+        "spec": {
+            "podSelector": {"matchLabels": {TUNNEL_LABEL: session}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [{"podSelector": {"matchLabels": {ROUTER_LABEL: names::label_value(common.service)}}}],
+                "ports": [{"protocol": "TCP", "port": AGENT_DATA_PORT}],
+            }],
+        },
+    })
+}
+
 /// A session's heartbeat.
 pub fn lease(
     common: &Common<'_>,

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::{Api, Client};
@@ -26,6 +27,8 @@ pub enum Kind {
     Deployment,
     /// coordination.k8s.io/v1 Lease.
     Lease,
+    /// networking.k8s.io/v1 NetworkPolicy.
+    NetworkPolicy,
 }
 
 /// A dynamic API for `kind` in `namespace`.
@@ -36,6 +39,7 @@ pub fn api(client: &Client, namespace: &str, kind: Kind) -> Api<DynamicObject> {
         Kind::Secret => ApiResource::erase::<Secret>(&()),
         Kind::Deployment => ApiResource::erase::<Deployment>(&()),
         Kind::Lease => ApiResource::erase::<Lease>(&()),
+        Kind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
     };
     Api::namespaced_with(client.clone(), namespace, &resource)
 }

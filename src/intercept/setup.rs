@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use kube::Client;
 use serde_json::Value;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::close::{self, CloseError};
 use super::heartbeat::{self, micro_now, LEASE_SECONDS};
@@ -312,6 +312,14 @@ async fn cluster_tunnel(
     )
     .await
     .map_err(kube_fatal("creating the tunnel Deployment"))?;
+    if let Err(e) = objects::create_or_get(
+        &objects::api(client, ns, Kind::NetworkPolicy),
+        manifests::tunnel_policy(common, &req.session),
+    )
+    .await
+    {
+        warn!(error = %e, "could not restrict the tunnel agent to the router with a NetworkPolicy; other pods that can reach it could send requests to this machine");
+    }
     let services = objects::api(client, ns, Kind::Service);
     let svc = objects::create_or_get(&services, manifests::tunnel_service(common, &req.session))
         .await
