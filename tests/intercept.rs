@@ -168,23 +168,28 @@ fn state_dir(sim: &KubeSim, name: &str) -> PathBuf {
     sim.dir.join(format!("state-{name}"))
 }
 
+/// `service intercept echo -n demo -x HEADER -l PORT`.
+fn intercept_args(header: &str, port: u16) -> Vec<String> {
+    [
+        "service",
+        "intercept",
+        "echo",
+        "-n",
+        "demo",
+        "-x",
+        header,
+        "-l",
+        &port.to_string(),
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
 fn intercept_detached(sim: &KubeSim, state: &Path, header: &str, port: u16) -> String {
-    let out = czctl(
-        sim,
-        state,
-        &[
-            "service",
-            "intercept",
-            "echo",
-            "-n",
-            "demo",
-            "-x",
-            header,
-            "-l",
-            &port.to_string(),
-            "--detach",
-        ],
-    );
+    let mut args = intercept_args(header, port);
+    args.push("--detach".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = czctl(sim, state, &args);
     assert!(out.status.success(), "intercept failed: {}", text(&out));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -496,19 +501,9 @@ fn websocket_upgrades_pass_through_the_route() {
 /// Starts an intercept in the foreground and waits until it routes.
 fn intercept_foreground(sim: &KubeSim, state: &Path, header: &str, port: u16) -> Czctl {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_czctl"));
-    cmd.args([
-        "service",
-        "intercept",
-        "echo",
-        "-n",
-        "demo",
-        "-x",
-        header,
-        "-l",
-        &port.to_string(),
-    ])
-    .env("KUBECONFIG", &sim.kubeconfig)
-    .env("CZCTL_STATE_DIR", state);
+    cmd.args(intercept_args(header, port))
+        .env("KUBECONFIG", &sim.kubeconfig)
+        .env("CZCTL_STATE_DIR", state);
     let mut czctl = spawn(cmd);
     czctl.wait_stdout("intercepting service demo/echo", Duration::from_secs(90));
     czctl

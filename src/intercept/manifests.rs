@@ -24,6 +24,21 @@ pub const TOKEN_KEY: &str = "token";
 /// The pod-template annotation carrying the router configuration's generation.
 pub const GENERATION_ANNOTATION: &str = "czctl.dev/generation";
 
+/// The container security context of everything czctl runs in the cluster: read-only root,
+/// no privilege escalation, no capabilities.
+fn hardened() -> Value {
+    json!({
+        "readOnlyRootFilesystem": true,
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+    })
+}
+
+/// Small requests and a memory limit for czctl's containers.
+fn small() -> Value {
+    json!({"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}})
+}
+
 /// What every manifest needs.
 pub struct Common<'a> {
     /// Namespace.
@@ -127,15 +142,8 @@ pub fn router(
                         "name": "nginx",
                         "image": image,
                         "ports": ports,
-                        "securityContext": {
-                            "readOnlyRootFilesystem": true,
-                            "allowPrivilegeEscalation": false,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
-                        "resources": {
-                            "requests": {"cpu": "10m", "memory": "16Mi"},
-                            "limits": {"memory": "64Mi"},
-                        },
+                        "securityContext": hardened(),
+                        "resources": small(),
                         "readinessProbe": {
                             "httpGet": {"path": "/healthz", "port": ROUTER_HEALTH_PORT},
                             "periodSeconds": 2,
@@ -198,15 +206,8 @@ pub fn tunnel(common: &Common<'_>, session: &str, image: &str) -> Value {
                             {"name": "control", "containerPort": AGENT_CONTROL_PORT},
                             {"name": "data", "containerPort": AGENT_DATA_PORT},
                         ],
-                        "securityContext": {
-                            "readOnlyRootFilesystem": true,
-                            "allowPrivilegeEscalation": false,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
-                        "resources": {
-                            "requests": {"cpu": "10m", "memory": "16Mi"},
-                            "limits": {"memory": "64Mi"},
-                        },
+                        "securityContext": hardened(),
+                        "resources": small(),
                         // Probing the data port would hand the probe to the laptop: probe the control port.
                         "readinessProbe": {"tcpSocket": {"port": AGENT_CONTROL_PORT}, "periodSeconds": 2},
                     }],

@@ -331,19 +331,38 @@ async fn cluster_tunnel(
 /// Records where the router sends `session`'s requests (a new generation).
 async fn record_upstream(
     store: &RecordStore,
-    mut stored: Stored,
+    stored: Stored,
     session: &str,
     upstream: &str,
 ) -> Result<Stored, Fatal> {
-    loop {
-        let Some(route) = stored.body.routes.iter_mut().find(|r| r.session == session) else {
-            return Err(Fatal::new(
-                Code::Conflict,
-                "our route was removed from the session record while the intercept started",
-            ));
-        };
+    update_record(store, stored, "updating the session record", |body| {
+        let route = body
+            .routes
+            .iter_mut()
+            .find(|r| r.session == session)
+            .ok_or_else(|| {
+                Fatal::new(
+                    Code::Conflict,
+                    "our route was removed from the session record while the intercept started",
+                )
+            })?;
         route.upstream = upstream.to_string();
-        stored.body.generation += 1;
+        body.generation += 1;
+        Ok(())
+    })
+    .await
+}
+
+/// Applies `change` to the record and writes it, reading it again and re-applying the change
+/// when someone else wrote it meanwhile.
+async fn update_record(
+    store: &RecordStore,
+    mut stored: Stored,
+    what: &str,
+    mut change: impl FnMut(&mut RecordBody) -> Result<(), Fatal>,
+) -> Result<Stored, Fatal> {
+    loop {
+        change(&mut stored.body)?;
         match store.replace(&stored).await {
             Ok(written) => return Ok(written),
             Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => {
@@ -358,7 +377,7 @@ async fn record_upstream(
                         )
                     })?;
             }
-            Err(e) => return Err(store_error("updating the session record", e)),
+            Err(e) => return Err(store_error(what, e)),
         }
     }
 }
@@ -369,7 +388,7 @@ async fn hijack(
     client: &Client,
     store: &RecordStore,
     req: &Request,
-    mut stored: Stored,
+    stored: Stored,
 ) -> Result<Stored, Fatal> {
     let body = &stored.body;
     let target = shape::hijacked(&body.original, &req.service, body.port);
@@ -409,27 +428,12 @@ async fn hijack(
         Err(e) => return Err(from_kube("pointing the Service at the router", &e)),
     };
     let readback = shape::read(&serde_json::to_value(&patched).unwrap_or_default());
-    loop {
-        stored.body.restore_patch =
-            shape::restore_patch(&stored.body.service_uid, &readback, &stored.body.original);
-        stored.body.hijacked = Some(readback.clone());
-        match store.replace(&stored).await {
-            Ok(written) => return Ok(written),
-            Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => {
-                stored = store
-                    .get(&stored.name)
-                    .await
-                    .map_err(|e| store_error("reading the session record", e))?
-                    .ok_or_else(|| {
-                        Fatal::new(
-                            Code::Conflict,
-                            "the session record was deleted while the intercept started",
-                        )
-                    })?;
-            }
-            Err(e) => return Err(store_error("recording the restore patch", e)),
-        }
-    }
+    update_record(store, stored, "recording the restore patch", |body| {
+        body.restore_patch = shape::restore_patch(&body.service_uid, &readback, &body.original);
+        body.hijacked = Some(readback.clone());
+        Ok(())
+    })
+    .await
 }
 
 /// A `CloseError` as a user-facing failure.
