@@ -136,6 +136,46 @@ fn a_missing_right_fails_with_exit_4_and_the_fix() {
 }
 
 #[test]
+fn a_missing_intercept_right_is_a_warning_with_the_fix() {
+    let dir = std::env::temp_dir().join(format!("czctl-doctor-ic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let rbac = dir.join("rbac.yaml");
+    std::fs::write(
+        &rbac,
+        "user: dev\ndeny:\n  - verbs: [patch]\n    resources: [services]\n    namespaces: [demo]\n",
+    )
+    .expect("write rbac file");
+    let sim = kubesim(&["demo"], &["--rbac", &rbac.to_string_lossy()]);
+    let hosts = hosts_file(&sim, "doctor-ic");
+    let kubeconfig = sim.kubeconfig.to_string_lossy().into_owned();
+    let hosts_arg = hosts.to_string_lossy().into_owned();
+    let args = [
+        "--kubeconfig",
+        &kubeconfig,
+        "-n",
+        "demo",
+        "--hosts-file",
+        &hosts_arg,
+    ];
+    let out = doctor(&sim.dir, &args);
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("rights: patch services"))
+        .unwrap_or_else(|| panic!("no patch services line in {stdout}"));
+    assert!(
+        line.contains("warn") && line.contains("service intercept"),
+        "{line}"
+    );
+    assert!(
+        stdout.contains("--verb=patch --resource=services -n demo"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn a_missing_kubeconfig_fails_with_exit_3_and_names_it() {
     let dir = std::env::temp_dir().join(format!("czctl-doctor-nokc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

@@ -38,6 +38,16 @@ pub const NEEDED: [Right; 7] = [
     right("create", "", "pods", "portforward"),
 ];
 
+/// What `service intercept` needs on top (a denial is a warning: teleports work without them).
+pub const FOR_INTERCEPT: [Right; 6] = [
+    right("patch", "", "services", ""),
+    right("create", "apps", "deployments", ""),
+    right("create", "", "configmaps", ""),
+    right("create", "", "secrets", ""),
+    right("create", "coordination.k8s.io", "leases", ""),
+    right("create", "", "services", ""),
+];
+
 const fn right(
     verb: &'static str,
     group: &'static str,
@@ -108,7 +118,8 @@ enum Answer {
 /// themselves are forbidden, one warning says the rights could not be checked.
 pub async fn check(client: &Client, namespace: &str) -> Vec<Check> {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let answers = join_all(NEEDED.iter().map(|r| review(&api, r, namespace))).await;
+    let all: Vec<Right> = NEEDED.iter().chain(&FOR_INTERCEPT).copied().collect();
+    let answers = join_all(all.iter().map(|r| review(&api, r, namespace))).await;
     let forbidden = answers.iter().find_map(|a| match a {
         Answer::Error(kube::Error::Api(status)) if status.code == 403 => {
             Some(status.message.clone())
@@ -128,17 +139,28 @@ pub async fn check(client: &Client, namespace: &str) -> Vec<Check> {
              kubectl auth can-i create pods --subresource=portforward -n {namespace}"
         ))];
     }
-    let denied: Vec<Right> = NEEDED
+    let denied: Vec<Right> = all
         .iter()
         .zip(&answers)
         .filter(|(_, a)| matches!(a, Answer::Denied(_)))
         .map(|(r, _)| *r)
         .collect();
-    NEEDED
-        .iter()
+    all.iter()
         .zip(answers)
         .map(|(right, answer)| {
             let name = right.check_name();
+            if FOR_INTERCEPT.contains(right) {
+                if let Answer::Denied(_) = answer {
+                    return Check::warn(
+                        Area::Rights,
+                        name,
+                        format!(
+                            "denied in namespace {namespace}: needed only by service intercept"
+                        ),
+                    )
+                    .with_fix(fix(&denied, right, namespace));
+                }
+            }
             match answer {
                 Answer::Allowed => Check::pass(
                     Area::Rights,
