@@ -27,6 +27,13 @@
 //!         ├─▶ loopback::alloc (one address per Service / StatefulSet pod)
 //!         ├─▶ hosts (one marked block, re-read before every write)
 //!         └─▶ forward::listener ──accept──▶ forward::conn ──picker──▶ transport ──▶ pod
+//!
+//! service intercept:
+//! intercept::setup ──▶ Session record (intercept::store) ──▶ decoy, tunnel agent, Lease
+//!        └─▶ intercept::publish (nginx.conf, router rollout) ──ready──▶ checked Service patch
+//! router pod ──header──▶ agent (tunnel::agent) ◀──parked port-forwards── tunnel::cluster ──▶ local
+//! intercept::close ──▶ route removed; the last one restores the Service, drops the finalizer,
+//!                      deletes the record (ownerReferences take the rest)
 //! ```
 
 pub mod app;

@@ -7,7 +7,8 @@
 //!   and the routes with their owners.
 //! - [`manifests`], [`objects`], [`names`]: the router, decoy, tunnel and heartbeat objects.
 //! - [`nginx`], [`publish`]: the router's configuration from the record.
-//! - [`setup`], [`close`]: adding and removing a route; the last close restores the Service.
+//! - [`setup`], [`routes`], [`close`]: adding a route (record first, then the objects, then the
+//!   Service patch) and removing it; the last close restores the Service.
 //! - [`heartbeat`]: the Lease that marks a crashed czctl's routes as stale.
 //!
 //! ```text
@@ -28,6 +29,7 @@ pub mod nginx;
 pub mod objects;
 pub mod publish;
 pub mod record;
+pub mod routes;
 mod run;
 pub mod setup;
 pub mod shape;

@@ -11,12 +11,13 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::close::{self, CloseError};
-use super::heartbeat::{self, micro_now, LEASE_SECONDS};
+use super::heartbeat::{micro_now, LEASE_SECONDS};
 use super::manifests::{self, Common, AGENT_DATA_PORT};
 use super::names;
 use super::objects::{self, Kind};
 use super::publish;
-use super::record::{RecordBody, Route, TlsUpstream};
+use super::record::TlsUpstream;
+use super::routes;
 use super::shape;
 use super::spec::HeaderMatch;
 use super::store::{status_of, RecordStore, StoreError, Stored};
@@ -63,7 +64,8 @@ pub enum TunnelPlan {
 }
 
 impl TunnelPlan {
-    fn kind(&self) -> &'static str {
+    /// `cluster` or `ngrok`.
+    pub fn kind(&self) -> &'static str {
         match self {
             TunnelPlan::Cluster { .. } => "cluster",
             TunnelPlan::Ngrok(_) => "ngrok",
@@ -84,7 +86,7 @@ pub async fn add_route(
     store: &RecordStore,
     req: &Request,
 ) -> Result<Stored, Fatal> {
-    let stored = join_record(client, store, req).await?;
+    let stored = routes::join_record(client, store, req).await?;
     match finish(client, store, req, stored).await {
         Ok(stored) => Ok(stored),
         Err(fatal) => {
@@ -110,110 +112,6 @@ pub async fn add_route(
             ))
         }
     }
-}
-
-/// Creates the record with our route, or adds our route to the existing one.
-async fn join_record(client: &Client, store: &RecordStore, req: &Request) -> Result<Stored, Fatal> {
-    let name = names::record(&req.namespace, &req.service);
-    let svc_name = format!("service {}/{}", req.namespace, req.service);
-    let route = Route {
-        session: req.session.clone(),
-        header: req.header.clone(),
-        owner: req.owner.clone(),
-        tunnel: req.tunnel.kind().to_string(),
-        upstream: match &req.tunnel {
-            TunnelPlan::Ngrok(tls) => format!("{}:443", tls.host),
-            TunnelPlan::Cluster { .. } => String::new(),
-        },
-        lease: names::session_part(&req.service, &req.session),
-        started: micro_now(),
-        tls: match &req.tunnel {
-            TunnelPlan::Ngrok(tls) => Some(tls.clone()),
-            TunnelPlan::Cluster { .. } => None,
-        },
-    };
-    for _ in 0..100 {
-        let existing = store
-            .get(&name)
-            .await
-            .map_err(|e| store_error("reading the session record", e))?;
-        let Some(mut stored) = existing else {
-            let original = shape::of_service(&req.service_json)
-                .map_err(|e| Fatal::new(Code::Usage, e.to_string()))?;
-            let body = RecordBody {
-                service: req.service.clone(),
-                service_uid: req.service_json["metadata"]["uid"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                port: req.port,
-                router_image: req.router_image.clone(),
-                original,
-                hijacked: None,
-                restore_patch: Vec::new(),
-                generation: 1,
-                closing: false,
-                routes: vec![route.clone()],
-            };
-            match store.create(&name, &req.service, &body).await {
-                Ok(stored) => return Ok(stored),
-                Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => continue,
-                Err(e) => return Err(store_error("creating the session record", e)),
-            }
-        };
-        if stored.deleting || stored.body.closing {
-            // The last route of an earlier intercept is being closed: wait for it.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            continue;
-        }
-        if stored.body.port != req.port {
-            return Err(Fatal::new(Code::Conflict, format!(
-                "{svc_name} is intercepted on port {} already; one router serves one port: use --port {}",
-                stored.body.port, stored.body.port
-            )));
-        }
-        check_routes(client, &req.namespace, &stored.body, req).await?;
-        stored.body.routes.push(route.clone());
-        stored.body.generation += 1;
-        match store.replace(&stored).await {
-            Ok(stored) => return Ok(stored),
-            Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => continue,
-            Err(e) => return Err(store_error("updating the session record", e)),
-        }
-    }
-    Err(Fatal::new(
-        Code::Conflict,
-        format!("{svc_name}: the session record kept changing under czctl; try again"),
-    ))
-}
-
-/// Refuses a route whose header value someone already routes, and offers the cleanup of
-/// routes whose heartbeat expired.
-async fn check_routes(
-    client: &Client,
-    namespace: &str,
-    body: &RecordBody,
-    req: &Request,
-) -> Result<(), Fatal> {
-    let mut stale = Vec::new();
-    for route in &body.routes {
-        if heartbeat::expired(client, namespace, &route.lease).await == Some(true) {
-            stale.push(route);
-        } else if route.header.overlaps(&req.header) {
-            return Err(Fatal::new(Code::Conflict, format!(
-                "requests with {} to service {namespace}/{} already go to {} (session {}); choose another value with -x {}:VALUE",
-                req.header, req.service, route.owner, route.session, req.header.name
-            )));
-        }
-    }
-    if let Some(route) = stale.first() {
-        return Err(Fatal::new(Code::Conflict, format!(
-            "service {namespace}/{} has a stale intercept: session {} of {} ({}) stopped renewing its heartbeat.\n\
-             Clean it up with: czctl service intercept {} -n {namespace} --close\n(or on that machine: czctl session close {})",
-            req.service, route.session, route.owner, route.header, req.service, route.session
-        )));
-    }
-    Ok(())
 }
 
 /// Creates the parts, waits for them, patches the Service when it is not yet routed.
@@ -252,7 +150,7 @@ async fn finish(
     .map_err(kube_fatal("creating the heartbeat Lease"))?;
     if let TunnelPlan::Cluster { token, agent_image } = &req.tunnel {
         let upstream = cluster_tunnel(client, &common, req, token, agent_image).await?;
-        stored = record_upstream(store, stored, &req.session, &upstream).await?;
+        stored = routes::record_upstream(store, stored, &req.session, &upstream).await?;
     }
     publish::router(client, store, ns, &stored)
         .await
@@ -328,60 +226,6 @@ async fn cluster_tunnel(
     Ok(format!("{ip}:{AGENT_DATA_PORT}"))
 }
 
-/// Records where the router sends `session`'s requests (a new generation).
-async fn record_upstream(
-    store: &RecordStore,
-    stored: Stored,
-    session: &str,
-    upstream: &str,
-) -> Result<Stored, Fatal> {
-    update_record(store, stored, "updating the session record", |body| {
-        let route = body
-            .routes
-            .iter_mut()
-            .find(|r| r.session == session)
-            .ok_or_else(|| {
-                Fatal::new(
-                    Code::Conflict,
-                    "our route was removed from the session record while the intercept started",
-                )
-            })?;
-        route.upstream = upstream.to_string();
-        body.generation += 1;
-        Ok(())
-    })
-    .await
-}
-
-/// Applies `change` to the record and writes it, reading it again and re-applying the change
-/// when someone else wrote it meanwhile.
-async fn update_record(
-    store: &RecordStore,
-    mut stored: Stored,
-    what: &str,
-    mut change: impl FnMut(&mut RecordBody) -> Result<(), Fatal>,
-) -> Result<Stored, Fatal> {
-    loop {
-        change(&mut stored.body)?;
-        match store.replace(&stored).await {
-            Ok(written) => return Ok(written),
-            Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => {
-                stored = store
-                    .get(&stored.name)
-                    .await
-                    .map_err(|e| store_error("reading the session record", e))?
-                    .ok_or_else(|| {
-                        Fatal::new(
-                            Code::Conflict,
-                            "the session record was deleted while the intercept started",
-                        )
-                    })?;
-            }
-            Err(e) => return Err(store_error(what, e)),
-        }
-    }
-}
-
 /// Points the Service at the router with a checked patch and records what was set and how
 /// to undo it.
 async fn hijack(
@@ -428,7 +272,7 @@ async fn hijack(
         Err(e) => return Err(from_kube("pointing the Service at the router", &e)),
     };
     let readback = shape::read(&serde_json::to_value(&patched).unwrap_or_default());
-    update_record(store, stored, "recording the restore patch", |body| {
+    routes::update_record(store, stored, "recording the restore patch", |body| {
         body.restore_patch = shape::restore_patch(&body.service_uid, &readback, &body.original);
         body.hijacked = Some(readback.clone());
         Ok(())
