@@ -5,10 +5,12 @@
 //! If the Service no longer has what czctl set, closing the last route shows the difference
 //! and changes nothing unless forced.
 
+use std::time::Duration;
+
 use kube::api::{Patch, PatchParams};
 use kube::Client;
 use serde_json::Value;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::names;
 use super::objects::{self, Kind};
@@ -16,6 +18,9 @@ use super::publish;
 use super::record::{RecordBody, FINALIZER};
 use super::shape::{self, difference, forced_restore};
 use super::store::{status_of, RecordStore, StoreError};
+
+/// How long closing one of several routes waits for the router to drop it.
+const ROLLOUT_WAIT: Duration = Duration::from_secs(60);
 
 /// What closing did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +90,15 @@ pub async fn remove_route(
                 other => other?,
             };
             publish::router(client, store, namespace, &written).await?;
+            // Until the router without this route is ready, the old one still sends the route's
+            // requests to its tunnel: keep the tunnel until then.
+            let router = names::router(service);
+            let generation = written.body.generation;
+            if let Err(e) =
+                objects::wait_rollout(client, namespace, &router, generation, ROLLOUT_WAIT).await
+            {
+                warn!(%namespace, %service, error = %e, "the router did not roll out without the closed route in time; its requests may fail until it does");
+            }
             delete_session_parts(client, namespace, service, session).await?;
             return Ok(Closed::RouteRemoved {
                 remaining: written.body.routes.len(),

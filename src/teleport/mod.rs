@@ -306,7 +306,21 @@ pub fn is_alive(pid: u32) -> bool {
     };
     // SAFETY: kill with signal 0 only checks for existence and permission.
     let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // A zombie has ended; it only waits for its parent (for a detached session, whatever
+    // adopted it) to reap it.
+    exists && !is_zombie(pid)
+}
+
+/// Whether `/proc` says the process has exited but is not reaped yet (Linux; elsewhere false).
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `PID (COMM) STATE ...`; COMM may contain spaces and parentheses, so read after the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "Z")
 }
 
 /// The current time as RFC 3339 UTC, second precision.
@@ -358,5 +372,14 @@ mod tests {
     fn liveness() {
         assert!(is_alive(std::process::id()));
         assert!(!is_alive(0x7fff_fff0));
+        // An exited child that was not reaped yet is not alive.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while is_alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!is_alive(pid), "a zombie counts as gone");
+        child.wait().unwrap();
     }
 }
