@@ -20,6 +20,29 @@ fn doctor(dir: &Path, args: &[&str]) -> Output {
         .expect("run czctl doctor")
 }
 
+/// `czctl doctor -n demo` against kubesim's demo run with the RBAC policy `rbac` (YAML).
+fn doctor_with_rbac(name: &str, rbac: &str) -> Output {
+    let dir = std::env::temp_dir().join(format!("czctl-doctor-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("rbac.yaml");
+    std::fs::write(&file, rbac).expect("write rbac file");
+    let sim = kubesim(&["demo"], &["--rbac", &file.to_string_lossy()]);
+    let hosts = hosts_file(&sim, name);
+    let kubeconfig = sim.kubeconfig.to_string_lossy().into_owned();
+    let hosts_arg = hosts.to_string_lossy().into_owned();
+    let args = [
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        "demo",
+        "--hosts-file",
+        &hosts_arg,
+    ];
+    let out = doctor(&sim.dir, &args);
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -83,28 +106,10 @@ fn all_checks_pass_with_default_rights() {
 
 #[test]
 fn a_missing_right_fails_with_exit_4_and_the_fix() {
-    let dir = std::env::temp_dir().join(format!("czctl-doctor-rbac-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let rbac = dir.join("rbac.yaml");
-    std::fs::write(
-        &rbac,
+    let out = doctor_with_rbac(
+        "rbac",
         "user: dev\ndeny:\n  - verbs: [create]\n    resources: [pods/portforward]\n    namespaces: [demo]\n",
-    )
-    .expect("write rbac file");
-    let sim = kubesim(&["demo"], &["--rbac", &rbac.to_string_lossy()]);
-    let hosts = hosts_file(&sim, "doctor-rbac");
-    let kubeconfig = sim.kubeconfig.to_string_lossy().into_owned();
-    let hosts_arg = hosts.to_string_lossy().into_owned();
-    let args = [
-        "--kubeconfig",
-        &kubeconfig,
-        "--namespace",
-        "demo",
-        "--hosts-file",
-        &hosts_arg,
-    ];
-    let out = doctor(&sim.dir, &args);
-    let _ = std::fs::remove_dir_all(&dir);
+    );
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(
         out.status.code(),
@@ -137,28 +142,10 @@ fn a_missing_right_fails_with_exit_4_and_the_fix() {
 
 #[test]
 fn a_missing_intercept_right_is_a_warning_with_the_fix() {
-    let dir = std::env::temp_dir().join(format!("czctl-doctor-ic-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let rbac = dir.join("rbac.yaml");
-    std::fs::write(
-        &rbac,
+    let out = doctor_with_rbac(
+        "ic",
         "user: dev\ndeny:\n  - verbs: [patch]\n    resources: [services]\n    namespaces: [demo]\n",
-    )
-    .expect("write rbac file");
-    let sim = kubesim(&["demo"], &["--rbac", &rbac.to_string_lossy()]);
-    let hosts = hosts_file(&sim, "doctor-ic");
-    let kubeconfig = sim.kubeconfig.to_string_lossy().into_owned();
-    let hosts_arg = hosts.to_string_lossy().into_owned();
-    let args = [
-        "--kubeconfig",
-        &kubeconfig,
-        "-n",
-        "demo",
-        "--hosts-file",
-        &hosts_arg,
-    ];
-    let out = doctor(&sim.dir, &args);
-    let _ = std::fs::remove_dir_all(&dir);
+    );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     let line = stdout

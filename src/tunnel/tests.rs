@@ -161,19 +161,32 @@ impl RunningTunnel {
 /// to `local`.
 async fn setup(local: SocketAddr, pool: usize) -> (RunningAgent, RunningTunnel) {
     let agent = RunningAgent::start(config("good-token"), 0, 0).await;
+    let tunnel = RunningTunnel::start(tunnel_to(&agent, "good-token").pool_size(pool), local);
+    tunnel.wait_parked(pool as u64).await;
+    (agent, tunnel)
+}
+
+/// A tunnel presenting `token` to `agent`, known to the transport as pod `agent-0`.
+fn tunnel_to(agent: &RunningAgent, token: &str) -> ClusterTunnel {
     let transport = Arc::new(TcpTransport::default());
     transport.set_pod("agent-0", Some(LOOPBACK));
-    let tunnel = ClusterTunnel::new(
+    ClusterTunnel::new(
         transport,
         NAMESPACE,
         resolver(Arc::new(Mutex::new("agent-0".into()))),
-        "good-token",
+        token,
     )
     .control_port(agent.control.port())
-    .pool_size(pool);
-    let tunnel = RunningTunnel::start(tunnel, local);
-    tunnel.wait_parked(pool as u64).await;
-    (agent, tunnel)
+}
+
+/// A raw control connection that parks with `token` and then never answers anything.
+async fn park_silently(agent: &RunningAgent, token: &str) -> BufReader<TcpStream> {
+    let mut silent = BufReader::new(TcpStream::connect(agent.control).await.unwrap());
+    silent
+        .write_all(protocol::hello_line(token).as_bytes())
+        .await
+        .unwrap();
+    silent
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -499,25 +512,12 @@ async fn a_dead_parked_connection_is_skipped() {
     )
     .await;
     // First in line: a connection that parks and then never answers.
-    let mut silent = BufReader::new(TcpStream::connect(agent.control).await.unwrap());
-    silent
-        .write_all(protocol::hello_line("tok").as_bytes())
-        .await
-        .unwrap();
+    let mut silent = park_silently(&agent, "tok").await;
     let line = protocol::read_line(&mut silent).await.unwrap().unwrap();
     assert_eq!(line, "OK 15000\n");
     // Let the agent put it in line before the laptop's connection.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let transport = Arc::new(TcpTransport::default());
-    transport.set_pod("agent-0", Some(LOOPBACK));
-    let tunnel = ClusterTunnel::new(
-        transport,
-        NAMESPACE,
-        resolver(Arc::new(Mutex::new("agent-0".into()))),
-        "tok",
-    )
-    .control_port(agent.control.port())
-    .pool_size(1);
+    let tunnel = tunnel_to(&agent, "tok").pool_size(1);
     let tunnel = RunningTunnel::start(tunnel, local);
     tunnel.wait_parked(1).await;
     let answer = get(agent.data, "/skip").await.unwrap();
@@ -541,11 +541,7 @@ async fn parked_connections_that_miss_keepalives_are_dropped_and_answering_ones_
         0,
     )
     .await;
-    let mut silent = BufReader::new(TcpStream::connect(agent.control).await.unwrap());
-    silent
-        .write_all(protocol::hello_line("tok").as_bytes())
-        .await
-        .unwrap();
+    let mut silent = park_silently(&agent, "tok").await;
     assert_eq!(
         protocol::read_line(&mut silent).await.unwrap().unwrap(),
         "OK 100\n"
@@ -559,16 +555,7 @@ async fn parked_connections_that_miss_keepalives_are_dropped_and_answering_ones_
     assert!(!rest.is_empty() && rest.iter().all(|b| *b == protocol::PING));
 
     // The laptop end answers pings, so its connections stay usable across many intervals.
-    let transport = Arc::new(TcpTransport::default());
-    transport.set_pod("agent-0", Some(LOOPBACK));
-    let tunnel = ClusterTunnel::new(
-        transport,
-        NAMESPACE,
-        resolver(Arc::new(Mutex::new("agent-0".into()))),
-        "tok",
-    )
-    .control_port(agent.control.port())
-    .pool_size(2);
+    let tunnel = tunnel_to(&agent, "tok").pool_size(2);
     let tunnel = RunningTunnel::start(tunnel, local);
     tunnel.wait_parked(2).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
