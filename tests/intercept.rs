@@ -194,13 +194,36 @@ fn intercept_detached(sim: &KubeSim, state: &Path, header: &str, port: u16) -> S
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// One test's world: kubesim with the demo, a state directory, the echo Service as it was and
+/// its ClusterIP, and alice's local server.
+struct World {
+    sim: KubeSim,
+    state: PathBuf,
+    before: Value,
+    ip: String,
+    alice: LocalServer,
+}
+
+fn world(name: &str, extra: &[&str]) -> World {
+    let sim = start_sim(extra);
+    World {
+        state: state_dir(&sim, name),
+        before: service_state(&sim),
+        ip: cluster_ip(&sim),
+        alice: LocalServer::start("alice-laptop"),
+        sim,
+    }
+}
+
 #[test]
 fn header_requests_reach_the_laptop_and_close_restores_the_service() {
-    let sim = start_sim(&[]);
-    let state = state_dir(&sim, "basic");
-    let before = service_state(&sim);
-    let ip = cluster_ip(&sim);
-    let alice = LocalServer::start("alice-laptop");
+    let World {
+        sim,
+        state,
+        before,
+        ip,
+        alice,
+    } = world("basic", &[]);
     let session = intercept_detached(&sim, &state, "x-dev:alice", alice.port);
     assert!(session.starts_with("ic-"), "{session}");
 
@@ -476,10 +499,13 @@ fn tunnel_connections(sim: &KubeSim, state: &Path, session: &str) -> u64 {
 
 #[test]
 fn websocket_upgrades_pass_through_the_route() {
-    let sim = start_sim(&[]);
-    let state = state_dir(&sim, "ws");
-    let ip = cluster_ip(&sim);
-    let alice = LocalServer::start("alice-laptop");
+    let World {
+        sim,
+        state,
+        ip,
+        alice,
+        ..
+    } = world("ws", &[]);
     let session = intercept_detached(&sim, &state, "x-dev:alice", alice.port);
     let before = tunnel_connections(&sim, &state, &session);
     assert_eq!(
@@ -511,11 +537,13 @@ fn intercept_foreground(sim: &KubeSim, state: &Path, header: &str, port: u16) ->
 
 #[test]
 fn after_kill_9_close_all_restores_the_service_and_leaves_nothing() {
-    let sim = start_sim(&[]);
-    let state = state_dir(&sim, "kill");
-    let ip = cluster_ip(&sim);
-    let before = service_state(&sim);
-    let alice = LocalServer::start("alice-laptop");
+    let World {
+        sim,
+        state,
+        before,
+        ip,
+        alice,
+    } = world("kill", &[]);
     let mut running = intercept_foreground(&sim, &state, "x-dev:alice", alice.port);
     assert_eq!(who_answers(&ip, Some("x-dev: alice")), "alice-laptop");
     running.signal(libc::SIGKILL);
@@ -538,10 +566,13 @@ fn after_kill_9_close_all_restores_the_service_and_leaves_nothing() {
 
 #[test]
 fn a_foreign_change_makes_close_refuse_until_forced() {
-    let sim = start_sim(&[]);
-    let state = state_dir(&sim, "foreign");
-    let before = service_state(&sim);
-    let alice = LocalServer::start("alice-laptop");
+    let World {
+        sim,
+        state,
+        before,
+        alice,
+        ..
+    } = world("foreign", &[]);
     intercept_detached(&sim, &state, "x-dev:alice", alice.port);
     kubectl(
         &sim,
@@ -585,10 +616,13 @@ fn a_foreign_change_makes_close_refuse_until_forced() {
 
 #[test]
 fn a_stale_intercept_is_named_with_its_cleanup() {
-    let sim = start_sim(&[]);
-    let state = state_dir(&sim, "stale");
-    let before = service_state(&sim);
-    let alice = LocalServer::start("alice-laptop");
+    let World {
+        sim,
+        state,
+        before,
+        alice,
+        ..
+    } = world("stale", &[]);
     let mut running = intercept_foreground(&sim, &state, "x-dev:alice", alice.port);
     running.signal(libc::SIGKILL);
     running.wait_exit(Duration::from_secs(10));
@@ -667,11 +701,13 @@ fn without_crd_rights_the_record_is_a_configmap() {
         "user: tenant\ndeny:\n  - verbs: [\"*\"]\n    resources: [customresourcedefinitions]\n",
     )
     .unwrap();
-    let sim = start_sim(&["--rbac", rbac.to_str().unwrap()]);
-    let state = state_dir(&sim, "cm");
-    let ip = cluster_ip(&sim);
-    let before = service_state(&sim);
-    let alice = LocalServer::start("alice-laptop");
+    let World {
+        sim,
+        state,
+        before,
+        ip,
+        alice,
+    } = world("cm", &["--rbac", rbac.to_str().unwrap()]);
     intercept_detached(&sim, &state, "x-dev:alice", alice.port);
     assert_eq!(who_answers(&ip, Some("x-dev: alice")), "alice-laptop");
     let records = kubectl(
@@ -696,10 +732,13 @@ fn without_crd_rights_the_record_is_a_configmap() {
 
 #[test]
 fn the_tunnel_recovers_from_dropped_port_forwards_and_a_replaced_agent() {
-    let sim = start_sim(&[]);
-    let state = state_dir(&sim, "recover");
-    let ip = cluster_ip(&sim);
-    let alice = LocalServer::start("alice-laptop");
+    let World {
+        sim,
+        state,
+        ip,
+        alice,
+        ..
+    } = world("recover", &[]);
     let session = intercept_detached(&sim, &state, "x-dev:alice", alice.port);
     assert_eq!(who_answers(&ip, Some("x-dev: alice")), "alice-laptop");
 
