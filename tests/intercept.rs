@@ -771,3 +771,56 @@ fn the_tunnel_recovers_from_dropped_port_forwards_and_a_replaced_agent() {
     let out = czctl(&sim, &state, &["session", "close", "--all"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn closing_a_start_that_hangs_leaves_nothing_behind() {
+    let World {
+        sim,
+        state,
+        before,
+        alice,
+        ..
+    } = world("hang", &[]);
+    // An agent image kubesim cannot run stays ErrImagePull: the start waits for it.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_czctl"));
+    cmd.args(intercept_args("x-dev:alice", alice.port))
+        .args(["--agent-image", "registry.invalid/no-such-agent:1"])
+        .env("KUBECONFIG", &sim.kubeconfig)
+        .env("CZCTL_STATE_DIR", &state);
+    let mut running = spawn(cmd);
+    eventually(
+        "the tunnel Deployment to exist",
+        Duration::from_secs(30),
+        || {
+            let out = kubectl(
+                &sim,
+                &[
+                    "get",
+                    "deployments",
+                    "-n",
+                    "demo",
+                    "-l",
+                    "czctl.dev/tunnel",
+                    "-o",
+                    "name",
+                ],
+            );
+            (!out.trim().is_empty()).then_some(())
+        },
+    );
+    let listed = czctl(&sim, &state, &["session", "list"]);
+    assert!(text(&listed).contains("starting"), "{}", text(&listed));
+    let out = czctl(&sim, &state, &["session", "close", "--all"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = running.wait_exit(Duration::from_secs(30));
+    assert!(
+        !status.success(),
+        "an interrupted start is a failure: {status:?}"
+    );
+    assert_eq!(service_state(&sim), before);
+    eventually(
+        "czctl's objects to be gone",
+        Duration::from_secs(20),
+        || residue(&sim).is_empty().then_some(()),
+    );
+}

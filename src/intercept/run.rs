@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use super::close::{self, Closed};
 use super::manifests::AGENT_CONTROL_PORT;
@@ -134,6 +135,19 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
     };
     let local = |e: &dyn std::fmt::Display| Fatal::new(Code::Local, e.to_string());
     record.save(&opts.state_dir).map_err(|e| local(&e))?;
+    // The control socket answers from the start, so `session close` can also interrupt a
+    // start that hangs (for example on an image that cannot be pulled).
+    let work = CancellationToken::new();
+    let _stop_work = work.clone().drop_guard();
+    let stats = Arc::new(TunnelStats::default());
+    let status = status_fn(&ns, &opts, port, stats.clone());
+    if let Err(e) = control::serve(&record.socket, status, stop.close_tx.clone(), work.clone()) {
+        record.remove(&opts.state_dir);
+        return Err(local(&format!(
+            "cannot open the control socket {}: {e}",
+            record.socket.display()
+        )));
+    }
     let request = Request {
         namespace: ns.clone(),
         service: opts.service.clone(),
@@ -161,8 +175,6 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
         return Err(e);
     }
 
-    let work = CancellationToken::new();
-    let stats = Arc::new(TunnelStats::default());
     let mut tunnel_task = tokio::spawn(tunnel.run(opts.local, work.clone(), stats.clone()));
     let lease = names::session_part(&opts.service, &session);
     tokio::spawn(super::heartbeat::renew(
@@ -171,16 +183,11 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
         lease,
         work.clone(),
     ));
-    let status = status_fn(&ns, &opts, port, stats.clone());
-    let control_stop = work.clone();
-    control::serve(&record.socket, status, stop.close_tx.clone(), control_stop).map_err(|e| {
-        local(&format!(
-            "cannot open the control socket {}: {e}",
-            record.socket.display()
-        ))
-    })?;
     record.state = "ready".into();
-    record.save(&opts.state_dir).map_err(|e| local(&e))?;
+    if let Err(e) = record.save(&opts.state_dir) {
+        // The record written at the start still lets any run find and close this session.
+        warn!(error = %e, "could not mark the session record ready");
+    }
     println!(
         "intercepting {what} port {port}: requests with {} go to {} (session {session})",
         opts.header, opts.local
