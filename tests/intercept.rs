@@ -551,7 +551,14 @@ fn after_kill_9_close_all_restores_the_service_and_leaves_nothing() {
 
     let listed = czctl(&sim, &state, &["session", "list"]);
     assert!(text(&listed).contains("stale"), "{}", text(&listed));
-    let out = czctl(&sim, &state, &["session", "close", "--all"]);
+    // Closed from another shell: no KUBECONFIG there; the session remembers its kubeconfig.
+    let out = Command::new(env!("CARGO_BIN_EXE_czctl"))
+        .args(["session", "close", "--all"])
+        .env_remove("KUBECONFIG")
+        .env("HOME", &sim.dir)
+        .env("CZCTL_STATE_DIR", &state)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("restored"), "{}", text(&out));
     assert_eq!(service_state(&sim), before);

@@ -125,7 +125,11 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
         started: now_rfc3339(),
         state: "starting".into(),
         intercept: Some(InterceptRef {
-            kubeconfig: opts.client.kubeconfig.clone(),
+            kubeconfig: opts
+                .client
+                .kubeconfig
+                .clone()
+                .or_else(single_kubeconfig_env),
             namespace: ns.clone(),
             service: opts.service.clone(),
             backend: store.backend,
@@ -269,6 +273,15 @@ pub fn describe_closed(what: &str, closed: &Closed) -> String {
         }
         Closed::Restored => format!("{what} restored to its original selector and ports"),
     }
+}
+
+/// The `KUBECONFIG` file when it names exactly one, so a later run from another shell closes
+/// the session against the same cluster (a list of files is left to that run's environment).
+fn single_kubeconfig_env() -> Option<PathBuf> {
+    let value = std::env::var_os("KUBECONFIG")?;
+    let path = PathBuf::from(value);
+    let text = path.to_string_lossy();
+    (!text.is_empty() && !text.contains(':')).then(|| std::path::absolute(&path).unwrap_or(path))
 }
 
 /// `user@host` for the record.
