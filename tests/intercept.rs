@@ -831,3 +831,74 @@ fn closing_a_start_that_hangs_leaves_nothing_behind() {
         || residue(&sim).is_empty().then_some(()),
     );
 }
+
+#[test]
+fn a_multi_port_service_routes_one_port_and_passes_the_others_through() {
+    let World {
+        sim, state, alice, ..
+    } = world("ports", &[]);
+    let ip = kubectl(
+        &sim,
+        &[
+            "get",
+            "svc",
+            "api",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
+    let before = kubectl(
+        &sim,
+        &["get", "svc", "api", "-n", "demo", "-o", "jsonpath={.spec}"],
+    );
+    let port = alice.port.to_string();
+    let base = [
+        "service",
+        "intercept",
+        "api",
+        "-n",
+        "demo",
+        "-x",
+        "x-dev:alice",
+        "-l",
+        &port,
+    ];
+    let ambiguous = czctl(&sim, &state, &base);
+    assert_eq!(ambiguous.status.code(), Some(2), "{}", text(&ambiguous));
+    assert!(
+        text(&ambiguous).contains("80(http), 9090(metrics)"),
+        "{}",
+        text(&ambiguous)
+    );
+
+    let out = czctl(
+        &sim,
+        &state,
+        &[&base[..], &["--port", "80", "--detach"]].concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let ask = |port: u16, header: Option<&str>| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10"]);
+        if let Some(h) = header {
+            cmd.args(["-H", h]);
+        }
+        let out = cmd.arg(format!("http://{ip}:{port}/")).output().unwrap();
+        pod_of(&String::from_utf8_lossy(&out.stdout)).unwrap_or_default()
+    };
+    assert_eq!(ask(80, Some("x-dev: alice")), "alice-laptop");
+    assert!(ask(80, None).starts_with("api-"));
+    // The other port passes through the router's TCP stream to the original pods.
+    assert!(ask(9090, Some("x-dev: alice")).starts_with("api-"));
+    assert!(ask(9090, None).starts_with("api-"));
+
+    let out = czctl(&sim, &state, &["session", "close", "--all"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let after = kubectl(
+        &sim,
+        &["get", "svc", "api", "-n", "demo", "-o", "jsonpath={.spec}"],
+    );
+    assert_eq!(after, before);
+}
