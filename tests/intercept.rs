@@ -164,6 +164,15 @@ fn residue(sim: &KubeSim) -> String {
     format!("{labelled}{sessions}").trim().to_string()
 }
 
+/// Waits until nothing czctl created is left (garbage collection may take a moment).
+fn wait_clean(sim: &KubeSim) {
+    eventually(
+        "czctl's objects to be gone",
+        Duration::from_secs(20),
+        || residue(sim).is_empty().then_some(()),
+    );
+}
+
 fn state_dir(sim: &KubeSim, name: &str) -> PathBuf {
     sim.dir.join(format!("state-{name}"))
 }
@@ -245,11 +254,7 @@ fn header_requests_reach_the_laptop_and_close_restores_the_service() {
     let closed = czctl(&sim, &state, &["session", "close", "--all"]);
     assert!(closed.status.success(), "{}", text(&closed));
     assert_eq!(service_state(&sim), before);
-    eventually(
-        "czctl's objects to be gone",
-        Duration::from_secs(20),
-        || residue(&sim).is_empty().then_some(()),
-    );
+    wait_clean(&sim);
     let other = who_answers(&ip, Some("x-dev: alice"));
     assert!(other.starts_with("echo-"), "{other}");
 }
@@ -562,11 +567,7 @@ fn after_kill_9_close_all_restores_the_service_and_leaves_nothing() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("restored"), "{}", text(&out));
     assert_eq!(service_state(&sim), before);
-    eventually(
-        "czctl's objects to be gone",
-        Duration::from_secs(20),
-        || residue(&sim).is_empty().then_some(()),
-    );
+    wait_clean(&sim);
     let again = czctl(&sim, &state, &["session", "list"]);
     assert!(!text(&again).contains("ic-"), "{}", text(&again));
 }
@@ -614,11 +615,7 @@ fn a_foreign_change_makes_close_refuse_until_forced() {
     let out = czctl(&sim, &state, &["session", "close", "--all", "--force"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(service_state(&sim)["spec"], before["spec"]);
-    eventually(
-        "czctl's objects to be gone",
-        Duration::from_secs(20),
-        || residue(&sim).is_empty().then_some(()),
-    );
+    wait_clean(&sim);
 }
 
 #[test]
@@ -825,11 +822,7 @@ fn closing_a_start_that_hangs_leaves_nothing_behind() {
         "an interrupted start is a failure: {status:?}"
     );
     assert_eq!(service_state(&sim), before);
-    eventually(
-        "czctl's objects to be gone",
-        Duration::from_secs(20),
-        || residue(&sim).is_empty().then_some(()),
-    );
+    wait_clean(&sim);
 }
 
 #[test]
