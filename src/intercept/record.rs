@@ -48,13 +48,23 @@ pub struct Route {
     pub tls: Option<TlsUpstream>,
 }
 
-/// An upstream reached over HTTPS by host name, guarded by a secret header.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An upstream reached over HTTPS by host name, guarded by a secret header (its Debug form
+/// never shows the secret).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct TlsUpstream {
     /// Host name (SNI and Host header).
     pub host: String,
     /// The value of the secret header (letters, digits, `-`, `_`).
     pub secret: String,
+}
+
+impl std::fmt::Debug for TlsUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsUpstream")
+            .field("host", &self.host)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The record's body.
@@ -96,6 +106,19 @@ impl RecordBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let tls = TlsUpstream {
+            host: "a.ngrok.app".into(),
+            secret: "zq9-secret".into(),
+        };
+        let shown = format!("{tls:?}");
+        assert!(
+            shown.contains("a.ngrok.app") && !shown.contains("zq9-secret"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn round_trips_with_camel_case_keys() {

@@ -59,8 +59,8 @@ pub struct InterceptOptions {
     pub detached: bool,
 }
 
-/// The tunnel asked for.
-#[derive(Debug, Clone)]
+/// The tunnel asked for (its Debug form never shows the authtoken).
+#[derive(Clone)]
 pub enum TunnelChoice {
     /// Through the cluster to czctl's agent pod running `agent_image`.
     Cluster {
@@ -72,6 +72,18 @@ pub enum TunnelChoice {
         /// The authtoken.
         authtoken: String,
     },
+}
+
+impl std::fmt::Debug for TunnelChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TunnelChoice::Cluster { agent_image } => f
+                .debug_struct("Cluster")
+                .field("agent_image", agent_image)
+                .finish(),
+            TunnelChoice::Ngrok { .. } => f.write_str("Ngrok { authtoken: <redacted> }"),
+        }
+    }
 }
 
 /// Parked tunnel connections kept ready at the agent.

@@ -49,8 +49,8 @@ pub struct Request {
     pub router_image: String,
 }
 
-/// The tunnel's in-cluster side.
-#[derive(Debug, Clone)]
+/// The tunnel's in-cluster side (its Debug form never shows the token).
+#[derive(Clone)]
 pub enum TunnelPlan {
     /// czctl's agent pod, reached through port-forward.
     Cluster {
@@ -61,6 +61,19 @@ pub enum TunnelPlan {
     },
     /// An ngrok endpoint, reached over HTTPS with a secret header.
     Ngrok(TlsUpstream),
+}
+
+impl std::fmt::Debug for TunnelPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TunnelPlan::Cluster { agent_image, .. } => f
+                .debug_struct("Cluster")
+                .field("token", &"<redacted>")
+                .field("agent_image", agent_image)
+                .finish(),
+            TunnelPlan::Ngrok(tls) => f.debug_tuple("Ngrok").field(tls).finish(),
+        }
+    }
 }
 
 impl TunnelPlan {
