@@ -38,12 +38,6 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn kubectl(sim: &KubeSim, args: &[&str]) -> String {
-    let out = sim.kubectl().args(args).output().expect("kubectl");
-    assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The developer's server: kubesim's echo image run locally, answering with `name`.
 struct LocalServer {
     child: Child,
@@ -89,33 +83,25 @@ impl Drop for LocalServer {
     }
 }
 
-fn cluster_ip(sim: &KubeSim) -> String {
-    kubectl(
-        sim,
-        &[
-            "get",
-            "svc",
-            "echo",
-            "-n",
-            "demo",
-            "-o",
-            "jsonpath={.spec.clusterIP}",
-        ],
-    )
+fn cluster_ip(sim: &KubeSim, service: &str) -> String {
+    let path = "jsonpath={.spec.clusterIP}";
+    sim.kubectl_ok(&["get", "svc", service, "-n", "demo", "-o", path])
 }
 
 /// A request to the echo Service's ClusterIP, as another pod would send it; the answering
 /// pod's name.
 fn who_answers(ip: &str, header: Option<&str>) -> String {
+    who_answers_at(&format!("{ip}:8080"), header)
+}
+
+/// The pod (or local server) that answers a request to `addr`, with an optional header.
+fn who_answers_at(addr: &str, header: Option<&str>) -> String {
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "--max-time", "10"]);
     if let Some(h) = header {
         cmd.args(["-H", h]);
     }
-    let out = cmd
-        .arg(format!("http://{ip}:8080/"))
-        .output()
-        .expect("curl");
+    let out = cmd.arg(format!("http://{addr}/")).output().expect("curl");
     let body = String::from_utf8_lossy(&out.stdout).into_owned();
     pod_of(&body).unwrap_or_else(|| {
         format!(
@@ -127,11 +113,9 @@ fn who_answers(ip: &str, header: Option<&str>) -> String {
 
 /// The Service as it matters for restore: everything but the server's bookkeeping.
 fn service_state(sim: &KubeSim) -> Value {
-    let mut svc: Value = serde_json::from_str(&kubectl(
-        sim,
-        &["get", "svc", "echo", "-n", "demo", "-o", "json"],
-    ))
-    .unwrap();
+    let mut svc: Value =
+        serde_json::from_str(&sim.kubectl_ok(&["get", "svc", "echo", "-n", "demo", "-o", "json"]))
+            .unwrap();
     for field in ["resourceVersion", "managedFields", "generation"] {
         if let Some(meta) = svc["metadata"].as_object_mut() {
             meta.remove(field);
@@ -142,19 +126,16 @@ fn service_state(sim: &KubeSim) -> Value {
 
 /// Everything czctl created in the namespace, by label, plus any Session records.
 fn residue(sim: &KubeSim) -> String {
-    let labelled = kubectl(
-        sim,
-        &[
-            "get",
-            "deployments,services,configmaps,secrets,leases,networkpolicies",
-            "-n",
-            "demo",
-            "-l",
-            "app.kubernetes.io/managed-by=czctl",
-            "-o",
-            "name",
-        ],
-    );
+    let labelled = sim.kubectl_ok(&[
+        "get",
+        "deployments,services,configmaps,secrets,leases,networkpolicies",
+        "-n",
+        "demo",
+        "-l",
+        "app.kubernetes.io/managed-by=czctl",
+        "-o",
+        "name",
+    ]);
     let sessions = sim
         .kubectl()
         .args(["get", "sessions.czctl.dev", "-n", "demo", "-o", "name"])
@@ -218,7 +199,7 @@ fn world(name: &str, extra: &[&str]) -> World {
     World {
         state: state_dir(&sim, name),
         before: service_state(&sim),
-        ip: cluster_ip(&sim),
+        ip: cluster_ip(&sim, "echo"),
         alice: LocalServer::start("alice-laptop"),
         sim,
     }
@@ -262,7 +243,7 @@ fn header_requests_reach_the_laptop_and_close_restores_the_service() {
 #[test]
 fn two_developers_each_get_their_own_requests() {
     let sim = start_sim(&[]);
-    let ip = cluster_ip(&sim);
+    let ip = cluster_ip(&sim, "echo");
     let before = service_state(&sim);
     let (alice, bob) = (
         LocalServer::start("alice-laptop"),
@@ -582,20 +563,17 @@ fn a_foreign_change_makes_close_refuse_until_forced() {
         ..
     } = world("foreign", &[]);
     intercept_detached(&sim, &state, "x-dev:alice", alice.port);
-    kubectl(
-        &sim,
-        &[
-            "patch",
-            "svc",
-            "echo",
-            "-n",
-            "demo",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"selector":{"team":"someone-else"}}}"#,
-        ],
-    );
+    sim.kubectl_ok(&[
+        "patch",
+        "svc",
+        "echo",
+        "-n",
+        "demo",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"selector":{"team":"someone-else"}}}"#,
+    ]);
     let changed = service_state(&sim);
 
     let out = czctl(&sim, &state, &["session", "close", "--all"]);
@@ -631,32 +609,26 @@ fn a_stale_intercept_is_named_with_its_cleanup() {
     running.signal(libc::SIGKILL);
     running.wait_exit(Duration::from_secs(10));
     // Age the heartbeat as 30 s without renewal would.
-    let lease = kubectl(
-        &sim,
-        &[
-            "get",
-            "leases",
-            "-n",
-            "demo",
-            "-l",
-            "app.kubernetes.io/managed-by=czctl",
-            "-o",
-            "name",
-        ],
-    );
-    kubectl(
-        &sim,
-        &[
-            "patch",
-            lease.trim(),
-            "-n",
-            "demo",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"renewTime":"2020-01-01T00:00:00.000000Z"}}"#,
-        ],
-    );
+    let lease = sim.kubectl_ok(&[
+        "get",
+        "leases",
+        "-n",
+        "demo",
+        "-l",
+        "app.kubernetes.io/managed-by=czctl",
+        "-o",
+        "name",
+    ]);
+    sim.kubectl_ok(&[
+        "patch",
+        lease.trim(),
+        "-n",
+        "demo",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"renewTime":"2020-01-01T00:00:00.000000Z"}}"#,
+    ]);
     let bob = LocalServer::start("bob-laptop");
     let other_state = state_dir(&sim, "stale-bob");
     let out = czctl(
@@ -714,19 +686,16 @@ fn without_crd_rights_the_record_is_a_configmap() {
     } = world("cm", &["--rbac", rbac.to_str().unwrap()]);
     intercept_detached(&sim, &state, "x-dev:alice", alice.port);
     assert_eq!(who_answers(&ip, Some("x-dev: alice")), "alice-laptop");
-    let records = kubectl(
-        &sim,
-        &[
-            "get",
-            "configmaps",
-            "-n",
-            "demo",
-            "-l",
-            "czctl.dev/session-record=true",
-            "-o",
-            "name",
-        ],
-    );
+    let records = sim.kubectl_ok(&[
+        "get",
+        "configmaps",
+        "-n",
+        "demo",
+        "-l",
+        "czctl.dev/session-record=true",
+        "-o",
+        "name",
+    ]);
     assert_eq!(records.trim(), "configmap/intercept-demo-echo");
     let out = czctl(&sim, &state, &["session", "close", "--all"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -754,16 +723,10 @@ fn the_tunnel_recovers_from_dropped_port_forwards_and_a_replaced_agent() {
     );
 
     let selector = format!("czctl.dev/tunnel={session}");
-    let old = kubectl(
-        &sim,
-        &["get", "pods", "-n", "demo", "-l", &selector, "-o", "name"],
-    );
-    kubectl(&sim, &["delete", "pods", "-n", "demo", "-l", &selector]);
+    let old = sim.kubectl_ok(&["get", "pods", "-n", "demo", "-l", &selector, "-o", "name"]);
+    sim.kubectl_ok(&["delete", "pods", "-n", "demo", "-l", &selector]);
     eventually("a new agent pod", Duration::from_secs(30), || {
-        let now = kubectl(
-            &sim,
-            &["get", "pods", "-n", "demo", "-l", &selector, "-o", "name"],
-        );
+        let now = sim.kubectl_ok(&["get", "pods", "-n", "demo", "-l", &selector, "-o", "name"]);
         (!now.trim().is_empty() && now != old).then_some(())
     });
     eventually(
@@ -796,19 +759,16 @@ fn closing_a_start_that_hangs_leaves_nothing_behind() {
         "the tunnel Deployment to exist",
         Duration::from_secs(30),
         || {
-            let out = kubectl(
-                &sim,
-                &[
-                    "get",
-                    "deployments",
-                    "-n",
-                    "demo",
-                    "-l",
-                    "czctl.dev/tunnel",
-                    "-o",
-                    "name",
-                ],
-            );
+            let out = sim.kubectl_ok(&[
+                "get",
+                "deployments",
+                "-n",
+                "demo",
+                "-l",
+                "czctl.dev/tunnel",
+                "-o",
+                "name",
+            ]);
             (!out.trim().is_empty()).then_some(())
         },
     );
@@ -830,22 +790,8 @@ fn a_multi_port_service_routes_one_port_and_passes_the_others_through() {
     let World {
         sim, state, alice, ..
     } = world("ports", &[]);
-    let ip = kubectl(
-        &sim,
-        &[
-            "get",
-            "svc",
-            "api",
-            "-n",
-            "demo",
-            "-o",
-            "jsonpath={.spec.clusterIP}",
-        ],
-    );
-    let before = kubectl(
-        &sim,
-        &["get", "svc", "api", "-n", "demo", "-o", "jsonpath={.spec}"],
-    );
+    let ip = cluster_ip(&sim, "api");
+    let before = sim.kubectl_ok(&["get", "svc", "api", "-n", "demo", "-o", "jsonpath={.spec}"]);
     let port = alice.port.to_string();
     let base = [
         "service",
@@ -872,15 +818,7 @@ fn a_multi_port_service_routes_one_port_and_passes_the_others_through() {
         &[&base[..], &["--port", "80", "--detach"]].concat(),
     );
     assert!(out.status.success(), "{}", text(&out));
-    let ask = |port: u16, header: Option<&str>| {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "10"]);
-        if let Some(h) = header {
-            cmd.args(["-H", h]);
-        }
-        let out = cmd.arg(format!("http://{ip}:{port}/")).output().unwrap();
-        pod_of(&String::from_utf8_lossy(&out.stdout)).unwrap_or_default()
-    };
+    let ask = |port: u16, header: Option<&str>| who_answers_at(&format!("{ip}:{port}"), header);
     assert_eq!(ask(80, Some("x-dev: alice")), "alice-laptop");
     assert!(ask(80, None).starts_with("api-"));
     // The other port passes through the router's TCP stream to the original pods.
@@ -889,9 +827,6 @@ fn a_multi_port_service_routes_one_port_and_passes_the_others_through() {
 
     let out = czctl(&sim, &state, &["session", "close", "--all"]);
     assert!(out.status.success(), "{}", text(&out));
-    let after = kubectl(
-        &sim,
-        &["get", "svc", "api", "-n", "demo", "-o", "jsonpath={.spec}"],
-    );
+    let after = sim.kubectl_ok(&["get", "svc", "api", "-n", "demo", "-o", "jsonpath={.spec}"]);
     assert_eq!(after, before);
 }

@@ -211,24 +211,7 @@ fn selector_forwards_only_matching_services_and_follows_label_changes() {
 
 fn an_invalid_selector_is_a_usage_error() {
     let sim = kubesim(&["demo"], &[]);
-    let hosts = hosts_file(&sim, "badselector");
-    let state = sim.dir.join("state-badselector");
-    let kubeconfig = sim.kubeconfig.to_str().unwrap();
-    let run = run_in_namespace(
-        &hosts,
-        &[],
-        &[("CZCTL_STATE_DIR", &state)],
-        &[
-            "namespace",
-            "teleport",
-            "demo",
-            "--kubeconfig",
-            kubeconfig,
-            "-l",
-            "tier in ((",
-        ],
-        EXIT,
-    );
+    let (run, hosts, _) = refused_run(&sim.dir, &sim.kubeconfig, &["demo", "-l", "tier in (("]);
     assert_eq!(run.code, Some(2), "usage error: {run:#?}");
     assert!(
         run.stderr.contains("tier in (("),
@@ -248,24 +231,8 @@ fn an_invalid_selector_is_a_usage_error() {
 #[test]
 fn an_unknown_context_is_a_config_error_and_changes_nothing() {
     let sim = kubesim(&["demo"], &[]);
-    let hosts = hosts_file(&sim, "context");
-    let state = sim.dir.join("state-context");
-    let kubeconfig = sim.kubeconfig.to_str().unwrap();
-    let run = run_in_namespace(
-        &hosts,
-        &[],
-        &[("CZCTL_STATE_DIR", &state)],
-        &[
-            "namespace",
-            "teleport",
-            "demo",
-            "--kubeconfig",
-            kubeconfig,
-            "--context",
-            "nope",
-        ],
-        EXIT,
-    );
+    let (run, hosts, state) =
+        refused_run(&sim.dir, &sim.kubeconfig, &["demo", "--context", "nope"]);
     assert_eq!(run.code, Some(3), "kubeconfig problem: {run:#?}");
     assert!(
         run.stderr.contains("nope"),
@@ -288,21 +255,7 @@ fn an_unreachable_cluster_fails_quickly_and_changes_nothing() {
     assert!(text.contains(&sim.api), "{} names {}", text, sim.api);
     let kubeconfig = sim.dir.join("kubeconfig-closed");
     std::fs::write(&kubeconfig, text.replace(&sim.api, &closed)).unwrap();
-    let hosts = hosts_file(&sim, "unreachable");
-    let state = sim.dir.join("state-unreachable");
-    let run = run_in_namespace(
-        &hosts,
-        &[],
-        &[("CZCTL_STATE_DIR", &state)],
-        &[
-            "namespace",
-            "teleport",
-            "demo",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ],
-        EXIT,
-    );
+    let (run, hosts, state) = refused_run(&sim.dir, &kubeconfig, &["demo"]);
     assert_eq!(run.code, Some(3), "connection problem: {run:#?}");
     assert!(
         run.elapsed < Duration::from_secs(30),
@@ -578,24 +531,11 @@ fn cluster_domain_option_names_the_services() {
 
 fn an_invalid_cluster_domain_is_a_usage_error() {
     let scratch = Scratch(scratch_dir("domain"));
-    let hosts = scratch.0.join("hosts");
-    std::fs::write(&hosts, ORIGINAL_HOSTS).unwrap();
-    let state = scratch.0.join("state");
     let missing = scratch.0.join("no-kubeconfig");
-    let run = run_in_namespace(
-        &hosts,
-        &[],
-        &[("CZCTL_STATE_DIR", &state)],
-        &[
-            "namespace",
-            "teleport",
-            "demo",
-            "--kubeconfig",
-            missing.to_str().unwrap(),
-            "--cluster-domain",
-            "cluster_local",
-        ],
-        EXIT,
+    let (run, hosts, _) = refused_run(
+        &scratch.0,
+        &missing,
+        &["demo", "--cluster-domain", "cluster_local"],
     );
     assert_eq!(run.code, Some(2), "usage error: {run:#?}");
     assert!(run.stderr.contains("cluster_local"), "{run:#?}");
@@ -610,24 +550,32 @@ fn an_invalid_cluster_domain_is_a_usage_error() {
 /// before the kubeconfig is even read (else the exit code would be 3).
 fn usage_run(name: &str, namespaces: &[&str]) -> (Exited, Scratch, PathBuf, PathBuf) {
     let scratch = Scratch(scratch_dir(name));
-    let hosts = scratch.0.join("hosts");
-    std::fs::write(&hosts, ORIGINAL_HOSTS).unwrap();
-    let state = scratch.0.join("state");
     let missing = scratch.0.join("no-kubeconfig");
-    let mut args = vec!["namespace", "teleport"];
-    args.extend_from_slice(namespaces);
-    args.extend_from_slice(&["--kubeconfig", missing.to_str().unwrap()]);
+    let (run, hosts, state) = refused_run(&scratch.0, &missing, namespaces);
+    (run, scratch, hosts, state)
+}
+
+/// `czctl namespace teleport ARGS --kubeconfig KUBECONFIG`, expected to stop before changing
+/// anything, with its hosts file, state and registry directories in `dir`; returns the run,
+/// the hosts file and the state directory.
+fn refused_run(dir: &Path, kubeconfig: &Path, args: &[&str]) -> (Exited, PathBuf, PathBuf) {
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, ORIGINAL_HOSTS).unwrap();
+    let state = dir.join("state");
+    let mut all = vec!["namespace", "teleport"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--kubeconfig", kubeconfig.to_str().unwrap()]);
     let run = run_in_namespace(
         &hosts,
         &[],
         &[
             ("CZCTL_STATE_DIR", state.as_path()),
-            ("CZCTL_REGISTRY_DIR", scratch.0.join("registry").as_path()),
+            ("CZCTL_REGISTRY_DIR", dir.join("registry").as_path()),
         ],
-        &args,
+        &all,
         EXIT,
     );
-    (run, scratch, hosts, state)
+    (run, hosts, state)
 }
 
 #[test]

@@ -198,28 +198,27 @@ fn a_command_runs_with_the_environment_while_the_namespace_is_teleported() {
     );
 }
 
-#[test]
-fn every_source_resolves_as_the_kubelet_does() {
-    let sim = kubesim(&["envtest"], &[]);
+/// `czctl KIND teleport NAME -n envtest --env-only --format json`: the variables and stderr.
+fn envtest_json(
+    sim: &KubeSim,
+    kind: &str,
+    name: &str,
+) -> (std::collections::BTreeMap<String, String>, String) {
     let out = czctl()
-        .args([
-            "deployment",
-            "teleport",
-            "app",
-            "-n",
-            "envtest",
-            "--env-only",
-            "--format",
-            "json",
-            "--kubeconfig",
-        ])
+        .args([kind, "teleport", name, "-n", "envtest", "--env-only"])
+        .args(["--format", "json", "--kubeconfig"])
         .arg(&sim.kubeconfig)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
-    let vars: std::collections::BTreeMap<String, String> =
-        serde_json::from_slice(&out.stdout).unwrap();
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+#[test]
+fn every_source_resolves_as_the_kubelet_does() {
+    let sim = kubesim(&["envtest"], &[]);
+    let (vars, stderr) = envtest_json(&sim, "deployment", "app");
     let get = |k: &str| vars.get(k).map(String::as_str);
     assert_eq!(
         get("MODE"),
@@ -286,28 +285,7 @@ fn every_source_resolves_as_the_kubelet_does() {
 
     // The same resolution read from the Pod itself.
     let pod = get("POD_NAME").unwrap().to_string();
-    let out = czctl()
-        .args([
-            "pod",
-            "teleport",
-            &pod,
-            "-n",
-            "envtest",
-            "--env-only",
-            "--format",
-            "json",
-            "--kubeconfig",
-        ])
-        .arg(&sim.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let from_pod: std::collections::BTreeMap<String, String> =
-        serde_json::from_slice(&out.stdout).unwrap();
+    let (from_pod, _) = envtest_json(&sim, "pod", &pod);
     assert_eq!(from_pod, vars);
 }
 

@@ -118,7 +118,7 @@ pub async fn remove_route(
         }
         restore_service(client, namespace, &stored.body, force).await?;
         loop {
-            stored.finalizers.retain(|f| f != FINALIZER);
+            stored.drop_finalizer(FINALIZER);
             match store.replace(&stored).await {
                 Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => {
                     match store.get(&name).await? {

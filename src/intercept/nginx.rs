@@ -15,6 +15,7 @@ use std::fmt::Write;
 
 use super::record::{Route, TlsUpstream};
 use super::shape::{ROUTER_HEALTH_PORT, ROUTER_HTTP_PORT, ROUTER_STREAM_BASE};
+use super::spec::HeaderMatch;
 use crate::tunnel::ngrok::SECRET_HEADER;
 
 /// What the configuration is made from.
@@ -66,25 +67,23 @@ pub fn render(config: &RouterConfig<'_>) -> String {
          \x20   map $http_upgrade $czctl_connection { default upgrade; \"\" \"\"; }\n",
     );
     // One map per header name, chained: the first matching route wins.
-    let mut names: Vec<&str> = config
-        .routes
-        .iter()
-        .map(|r| r.header.name.as_str())
-        .collect();
-    names.dedup();
-    let mut seen = Vec::new();
-    names.retain(|n| {
-        let new = !seen.contains(n);
-        seen.push(n);
-        new
-    });
-    for (i, name) in names.iter().enumerate() {
-        let variable = format!("$http_{}", name.replace('-', "_"));
+    let mut headers: Vec<&HeaderMatch> = Vec::new();
+    for route in config.routes {
+        if !headers.iter().any(|h| h.name == route.header.name) {
+            headers.push(&route.header);
+        }
+    }
+    for (i, header) in headers.iter().enumerate() {
+        let variable = header.nginx_variable();
         let _ = writeln!(
             w,
             "    map \"v:{variable}\" $czctl_r{i} {{\n        default \"\";"
         );
-        for route in config.routes.iter().filter(|r| r.header.name == *name) {
+        for route in config
+            .routes
+            .iter()
+            .filter(|r| r.header.name == header.name)
+        {
             let _ = writeln!(
                 w,
                 "        \"v:{}\" {};",
@@ -96,7 +95,7 @@ pub fn render(config: &RouterConfig<'_>) -> String {
     }
     // $czctl_route: the first non-empty $czctl_rN, else the decoy.
     let mut fallback = "decoy".to_string();
-    for i in (0..names.len()).rev() {
+    for i in (0..headers.len()).rev() {
         let var = format!("$czctl_c{i}");
         let _ = writeln!(
             w,

@@ -73,15 +73,16 @@ pub async fn delete(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Er
 
 /// The generation an object's annotation (or its pod template's) carries.
 fn generation_of(obj: &DynamicObject, in_template: bool) -> u64 {
-    let annotations = if in_template {
-        &obj.data["spec"]["template"]["metadata"]["annotations"]
+    let value = if in_template {
+        obj.data["spec"]["template"]["metadata"]["annotations"][GENERATION_ANNOTATION].as_str()
     } else {
-        &serde_json::to_value(&obj.metadata.annotations).unwrap_or_default()
+        obj.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(GENERATION_ANNOTATION))
+            .map(String::as_str)
     };
-    annotations[GENERATION_ANNOTATION]
-        .as_str()
-        .and_then(|g| g.parse().ok())
-        .unwrap_or(0)
+    value.and_then(|g| g.parse().ok()).unwrap_or(0)
 }
 
 /// Writes `manifest` unless the object already carries a generation ≥ `generation`

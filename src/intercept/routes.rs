@@ -68,7 +68,7 @@ pub async fn join_record(
                 Err(e) => return Err(store_error("creating the session record", e)),
             }
         };
-        if stored.deleting || stored.body.closing {
+        if stored.deleting() || stored.body.closing {
             // The last route of an earlier intercept is being closed: wait for it.
             closing = true;
             tokio::time::sleep(Duration::from_millis(300)).await;

@@ -2,8 +2,6 @@
 //! the router's ports), the JSON patches that set and restore it with `test` operations, and the
 //! difference shown when someone else changed the Service meanwhile.
 
-use std::collections::BTreeMap;
-
 use serde_json::{json, Value};
 
 use super::names::ROUTER_LABEL;
@@ -51,14 +49,12 @@ pub fn of_service(service: &Value) -> Result<Shape, ShapeError> {
     if spec["clusterIP"] == "None" {
         return Err(unsupported("is headless (clusterIP: None): clients reach its pods directly, so a router cannot be put in front of it"));
     }
-    let selector: BTreeMap<String, String> =
-        serde_json::from_value(spec["selector"].clone()).unwrap_or_default();
+    let Shape { selector, ports } = read(service);
     if selector.is_empty() {
         return Err(unsupported(
             "has no selector: its endpoints are managed by hand, so czctl cannot re-point it",
         ));
     }
-    let ports = spec["ports"].as_array().cloned().unwrap_or_default();
     if ports.is_empty() {
         return Err(unsupported("has no ports"));
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
@@ -33,21 +33,30 @@ pub enum Backend {
     Configmap,
 }
 
-/// A record as read from the cluster.
+/// A record as read from the cluster: the object's metadata (written back as read, so a
+/// replace is checked against its resourceVersion) and the body.
 #[derive(Debug, Clone)]
 pub struct Stored {
     /// Object name.
     pub name: String,
-    /// Object uid (for ownerReferences).
-    pub uid: String,
-    /// For optimistic concurrency.
-    pub resource_version: String,
-    /// Its finalizers.
-    pub finalizers: Vec<String>,
-    /// It has a deletion timestamp.
-    pub deleting: bool,
+    /// The object's metadata.
+    pub meta: ObjectMeta,
     /// The body.
     pub body: RecordBody,
+}
+
+impl Stored {
+    /// It has a deletion timestamp.
+    pub fn deleting(&self) -> bool {
+        self.meta.deletion_timestamp.is_some()
+    }
+
+    /// Removes `finalizer` from the metadata (written with the next replace).
+    pub fn drop_finalizer(&mut self, finalizer: &str) {
+        if let Some(list) = self.meta.finalizers.as_mut() {
+            list.retain(|f| f != finalizer);
+        }
+    }
 }
 
 /// Why the record could not be used.
@@ -136,6 +145,25 @@ impl RecordStore {
         Ok(Self::new(client, namespace, backend))
     }
 
+    /// Finds the record `name` in either kind of store without creating anything (for closing:
+    /// a close never creates the CRD). A store that may not be read counts as empty.
+    pub async fn find(
+        client: Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<(Self, Stored)>, StoreError> {
+        for backend in [Backend::Crd, Backend::Configmap] {
+            let store = Self::new(client.clone(), namespace, backend);
+            match store.get(name).await {
+                Ok(Some(stored)) => return Ok(Some((store, stored))),
+                Ok(None) => {}
+                Err(StoreError::Kube(e)) if status_of(&e) == Some(403) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
     /// The record `name`, if it exists.
     pub async fn get(&self, name: &str) -> Result<Option<Stored>, StoreError> {
         match self.api.get_opt(name).await? {
@@ -165,10 +193,7 @@ impl RecordStore {
 
     /// Writes `stored` back; fails with 409 when someone else wrote it since it was read.
     pub async fn replace(&self, stored: &Stored) -> Result<Stored, StoreError> {
-        let current = self.api.get(&stored.name).await?;
-        let mut meta = serde_json::to_value(&current.metadata).unwrap_or_default();
-        meta["resourceVersion"] = stored.resource_version.clone().into();
-        meta["finalizers"] = json!(stored.finalizers);
+        let meta = serde_json::to_value(&stored.meta).unwrap_or_default();
         let obj = self.encode(meta, &stored.body);
         let written = self
             .api
@@ -192,7 +217,7 @@ impl RecordStore {
             api_version: self.resource.api_version.clone(),
             kind: self.resource.kind.clone(),
             name: stored.name.clone(),
-            uid: stored.uid.clone(),
+            uid: stored.meta.uid.clone().unwrap_or_default(),
             block_owner_deletion: Some(true),
             controller: Some(true),
         }
@@ -231,11 +256,8 @@ impl RecordStore {
         }
         .map_err(|e| corrupt(e.to_string()))?;
         Ok(Stored {
-            uid: obj.metadata.uid.clone().unwrap_or_default(),
-            resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
-            finalizers: obj.metadata.finalizers.clone().unwrap_or_default(),
-            deleting: obj.metadata.deletion_timestamp.is_some(),
             name,
+            meta: obj.metadata,
             body,
         })
     }

@@ -82,19 +82,14 @@ pub async fn close_intercepts(
         if is_alive(record.pid) {
             said.push(close_live(&record).await);
         }
-        if record.intercept.is_some()
-            && super::record::Record::path(&places.state_dir, &record.id).exists()
-        {
+        if Record::path(&places.state_dir, &record.id).exists() {
             said.push(clean_stale(places, &record, force).await?);
         }
     }
-    let store = RecordStore::detect(client.clone(), &ns)
-        .await
-        .map_err(|e| store_error("finding the session record", e))?;
-    if let Some(stored) = store
-        .get(&names::record(&ns, service))
-        .await
-        .map_err(|e| store_error("reading the session record", e))?
+    if let Some((store, stored)) =
+        RecordStore::find(client.clone(), &ns, &names::record(&ns, service))
+            .await
+            .map_err(|e| store_error("reading the session record", e))?
     {
         let mut sessions: Vec<String> = Vec::new();
         for route in &stored.body.routes {
