@@ -253,6 +253,26 @@ impl Shared {
         let _ = self.control_tx.send(Control::Frame(frame));
     }
 
+    /// Queues RST_STREAM behind the stream's own queued DATA (so a FIN sent just before is
+    /// not overtaken), without blocking: when the queue is full it is sent by a task.
+    pub(crate) fn send_reset(&self, stream: u32, status: u32) {
+        let frame = Frame::RstStream { stream, status };
+        match self.data_tx.try_send(frame) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        let data_tx = self.data_tx.clone();
+                        runtime.spawn(async move {
+                            let _ = data_tx.send(frame).await;
+                        });
+                    }
+                    Err(_) => self.send_control(frame),
+                }
+            }
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.is_cancelled()
     }

@@ -97,8 +97,9 @@ impl StreamShared {
         wake(&mut state.reply_waker);
     }
 
-    /// Ends the stream abnormally: queued data is dropped, reads and writes fail with `reason`.
-    /// Returns false if it had already ended (reset, or finished both ways).
+    /// Ends the stream abnormally: writes fail with `reason`; reads too, unless the peer had
+    /// already finished sending (then what it sent is still read, then EOF, as spdystream
+    /// does). Returns false if it had already ended (reset, or finished both ways).
     pub(crate) fn reset(&self, reason: String) -> bool {
         let mut state = self.lock();
         if state.reset.is_some() || (state.local_fin && state.remote_fin && state.queue.is_empty())
@@ -106,8 +107,10 @@ impl StreamShared {
             return false;
         }
         state.reset = Some(reason);
-        state.queue.clear();
-        state.queued = 0;
+        if !state.remote_fin {
+            state.queue.clear();
+            state.queued = 0;
+        }
         wake(&mut state.read_waker);
         wake(&mut state.reply_waker);
         drop(state);
@@ -115,15 +118,9 @@ impl StreamShared {
         true
     }
 
-    /// The connection ended: streams the peer had not finished fail with `reason`.
+    /// The connection ended: writes fail, and reads once what the peer finished is read.
     pub(crate) fn connection_lost(&self, reason: &str) {
-        let finished = self.lock().remote_fin;
-        if !finished {
-            self.reset(format!("connection lost: {reason}"));
-        } else {
-            let mut state = self.lock();
-            wake(&mut state.reply_waker);
-        }
+        self.reset(format!("connection lost: {reason}"));
     }
 }
 
@@ -216,10 +213,7 @@ impl Stream {
     /// Resets the stream with `status` (see [`crate::frame::status`]).
     pub fn reset(&self, status: u32, reason: &str) {
         if self.shared.reset(reason.to_string()) {
-            self.conn.send_control(Frame::RstStream {
-                stream: self.id(),
-                status,
-            });
+            self.conn.send_reset(self.id(), status);
         }
         self.conn.remove(self.id());
     }
@@ -241,12 +235,12 @@ impl AsyncRead for Stream {
                     self.current = chunk;
                 }
                 None => {
+                    if state.remote_fin {
+                        return Poll::Ready(Ok(()));
+                    }
                     if let Some(reason) = &state.reset {
                         let err = io::Error::new(io::ErrorKind::ConnectionReset, reason.clone());
                         return Poll::Ready(Err(err));
-                    }
-                    if state.remote_fin {
-                        return Poll::Ready(Ok(()));
                     }
                     state.read_waker = Some(cx.waker().clone());
                     return Poll::Pending;

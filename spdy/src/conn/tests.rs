@@ -226,3 +226,32 @@ async fn dropping_every_handle_sends_goaway_and_closes() {
     drop(client);
     within("server sees the end", server.closed()).await;
 }
+
+#[tokio::test]
+async fn a_stream_dropped_right_after_its_fin_still_delivers_everything() {
+    let (client, _server, mut incoming) = pair(Config::default());
+    let data = pattern(1 << 20, 3);
+    let mut stream = client
+        .open(stream_headers("data", 1, 0), false)
+        .await
+        .unwrap();
+    stream.write_all(&data).await.unwrap();
+    stream.shutdown().await.unwrap();
+    // The peer has not finished its side: dropping resets the stream, but only after the data
+    // and the FIN queued before it.
+    drop(stream);
+    let mut accepted = within("accept", incoming.accept()).await.unwrap();
+    accepted.reply(vec![], false).await.unwrap();
+    let mut got = Vec::new();
+    within("read", accepted.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert!(got == data, "{} of {} bytes", got.len(), data.len());
+    // Writing back fails: the opener reset the stream.
+    within("reset seen", async {
+        while accepted.write_all(b"late").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
