@@ -4,7 +4,9 @@
 //! - [`cli`]: the command-line definition (clap only).
 //! - [`app`]: the composition root: arguments → configured command.
 //! - [`cluster`]: the Kubernetes client, the watchers and the model they feed.
-//! - [`forward`]: listeners, pod picking, per-connection streams, the port-forward transport.
+//! - [`forward`]: listeners, pod picking, per-connection streams (replay to another pod until
+//!   one answers, then a relay of both directions with backpressure and half-close), the
+//!   port-forward transports (SPDY with one pooled connection per pod, WebSocket v4 fallback).
 //! - [`hosts`]: the marked block czctl owns in the hosts file.
 //! - [`intercept`]: `service intercept`: the NGINX header router, the Session record, the
 //!   checked Service patches, the heartbeat, closing and restoring.
@@ -17,7 +19,8 @@
 //!   it, written in a format all its readers agree on, then a teleport with an optional command.
 //! - [`tunnel`]: reverse tunnels to the laptop (the in-cluster agent and the laptop end).
 //!
-//! Address allocation lives in the `loopback` crate (shared by concurrent runs via a registry).
+//! Address allocation lives in the `loopback` crate (shared by concurrent runs via a registry);
+//! SPDY framing and multiplexing in the `spdy` crate (shared with kubesim's server side).
 //!
 //! # Data flow
 //! ```text
@@ -27,6 +30,9 @@
 //!         ├─▶ loopback::alloc (one address per Service / StatefulSet pod)
 //!         ├─▶ hosts (one marked block, re-read before every write)
 //!         └─▶ forward::listener ──accept──▶ forward::conn ──picker──▶ transport ──▶ pod
+//!                                           (until the pod answers; then forward::relay)
+//!   forward::spdy: per pod, one upgraded SPDY connection (spdy::Connection); each client
+//!   connection is an error + data stream pair on it; WebSocket v4 when SPDY is refused
 //!
 //! service intercept:
 //! intercept::setup ──▶ Session record (intercept::store) ──▶ decoy, tunnel agent, Lease

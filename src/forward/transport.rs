@@ -1,12 +1,16 @@
 //! The port-forward transport: one small interface, so the WebSocket v4 transport of kube-rs
 //! can be joined by a multiplexed SPDY one without touching the forwarding logic.
 
+use std::time::Duration;
+
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
+
+use super::linger::Linger;
 
 /// A byte stream to a pod port.
 pub trait PodIo: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -53,10 +57,24 @@ pub trait Transport: Send + Sync + 'static {
         pod: &str,
         port: u16,
     ) -> BoxFuture<'static, Result<Opened, TransportError>>;
+
+    /// The protocol the latest stream went over, for logs and `status` (none until one has).
+    fn protocol(&self) -> Option<String> {
+        None
+    }
 }
 
+/// After a client's EOF, how long a pod reached over [`KubeWebSocket`] may stay silent before
+/// its stream reads as ended. The WebSocket v4 protocol cannot half-close: closing our side of
+/// kube-rs's stream closes the whole WebSocket and drops whatever the pod still sends, so the
+/// client's EOF is not passed on, and a pod waiting for it would keep the connection open
+/// forever. Instead the pod gets this long to finish its answer; every byte from it restarts
+/// the timer.
+pub const LINGER: Duration = Duration::from_secs(5);
+
 /// kube-rs's pod port-forward over WebSocket (`v4.channel.k8s.io`): one upgrade per stream.
-/// It cannot half-close: when the client stops sending, the pod never sees EOF.
+/// It cannot half-close: its streams are wrapped in [`Linger`], whose `shutdown` is not passed
+/// on but ends the stream after [`LINGER`] of silence from the pod.
 pub struct KubeWebSocket {
     client: Client,
 }
@@ -99,7 +117,7 @@ impl Transport for KubeWebSocket {
                 None => futures_util::future::ready(None).boxed(),
             };
             Ok(Opened {
-                stream: Box::new(stream),
+                stream: Box::new(Linger::new(stream, LINGER)),
                 failure,
             })
         }

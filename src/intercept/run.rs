@@ -23,7 +23,7 @@ use super::spec::HeaderMatch;
 use super::store::RecordStore;
 use crate::cluster::client::{self, ClientOptions};
 use crate::exit::{from_kube, Code, Fatal};
-use crate::forward::transport::KubeWebSocket;
+use crate::forward::spdy::{PortForward, Preference};
 use crate::session::control;
 use crate::session::record::{self, InterceptRef, Record};
 use crate::session::status::{Forward, Note, Status};
@@ -91,6 +91,7 @@ const POOL: usize = 4;
 
 /// Runs an intercept until SIGINT/SIGTERM or a `session close`.
 pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
+    let preference = Preference::from_env().map_err(|e| Fatal::new(Code::Usage, e))?;
     let mut stop = Stop::install()?;
     let connected = client::connect(&opts.client)
         .await
@@ -125,7 +126,7 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
         );
     }
     let session = opts.session.clone().unwrap_or_else(|| new_id("ic"));
-    let (plan, tunnel) = open_tunnel(&opts, &client, &ns, &session).await?;
+    let (plan, tunnel) = open_tunnel(&opts, &client, &ns, &session, preference).await?;
     let mut record = Record {
         id: session.clone(),
         kind: "intercept".into(),
@@ -245,12 +246,13 @@ async fn open_tunnel(
     client: &Client,
     ns: &str,
     session: &str,
+    preference: Preference,
 ) -> Result<(TunnelPlan, Box<dyn Tunnel>), Fatal> {
     let secret = crate::tunnel::token::generate();
     match &opts.tunnel {
         TunnelChoice::Cluster { agent_image } => {
             let tunnel = ClusterTunnel::new(
-                Arc::new(KubeWebSocket::new(client.clone())),
+                Arc::new(PortForward::new(client.clone(), preference)),
                 ns.to_string(),
                 tunnel_pod_resolver(client.clone(), ns.to_string(), session.to_string()),
                 secret.clone(),
@@ -381,6 +383,7 @@ fn status_fn(
                     s.parked
                 ),
             }],
+            protocol: None,
         }
     })
 }

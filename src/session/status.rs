@@ -57,6 +57,10 @@ pub struct Status {
     pub forwards: Vec<Forward>,
     /// What is not forwarded, and why.
     pub notes: Vec<Note>,
+    /// The pod port-forward protocol in use (`SPDY over WebSocket`, `SPDY`, `WebSocket v4`),
+    /// once a connection has been made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
 }
 
 /// The text table of a status.
@@ -116,6 +120,9 @@ pub fn render(status: &Status) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
+    if let Some(protocol) = &status.protocol {
+        out.push_str(&format!("port-forward protocol: {protocol}\n"));
+    }
     out
 }
 
@@ -147,6 +154,7 @@ mod tests {
                 service: "demo/search".into(),
                 note: "not forwarded: ExternalName".into(),
             }],
+            protocol: Some("SPDY over WebSocket".into()),
         };
         let text = render(&status);
         assert!(
@@ -155,7 +163,12 @@ mod tests {
         );
         assert!(text.contains("0/3") && text.contains("10/20") && text.contains("echo-a"));
         assert!(text.contains("not forwarded: ExternalName"));
+        assert!(
+            text.ends_with("port-forward protocol: SPDY over WebSocket\n"),
+            "{text}"
+        );
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["forwards"][0]["ports"][0], 8080);
+        assert_eq!(json["protocol"], "SPDY over WebSocket");
     }
 }

@@ -103,6 +103,7 @@ impl Published {
         Status {
             forwards,
             notes: self.notes.clone(),
+            protocol: None,
         }
     }
 }
@@ -272,7 +273,12 @@ impl Engine {
     /// A function the control socket calls for the current status.
     pub fn status_fn(&self) -> StatusFn {
         let published = self.published.clone();
-        Arc::new(move || published.read().unwrap_or_else(|e| e.into_inner()).status())
+        let transport = self.transport.clone();
+        Arc::new(move || {
+            let mut status = published.read().unwrap_or_else(|e| e.into_inner()).status();
+            status.protocol = transport.protocol();
+            status
+        })
     }
 
     /// Allocates addresses for new forwards (one registry lock for all), binding their

@@ -34,7 +34,7 @@ use crate::cluster::client::{self, ClientOptions};
 use crate::cluster::model::ObjectKey;
 use crate::cluster::watch::{self, WatchEvent};
 use crate::exit::{Code, Fatal};
-use crate::forward::transport::KubeWebSocket;
+use crate::forward::spdy::{PortForward, Preference};
 use crate::hosts::BlockId;
 use crate::session::control;
 use crate::session::record::{self, Record};
@@ -80,6 +80,7 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
             "{name}"
         )
     };
+    let preference = Preference::from_env().map_err(|e| Fatal::new(Code::Usage, e))?;
     let mut stop = Stop::install()?;
     raise_file_limit();
     let hosts = open_hosts(&options)?;
@@ -121,7 +122,7 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
         first_namespace: options.namespaces[0].clone(),
         cluster_domain: options.cluster_domain.clone(),
     };
-    let transport = Arc::new(KubeWebSocket::new(connected.client.clone()));
+    let transport = Arc::new(PortForward::new(connected.client.clone(), preference));
     let registry = Registry::new(options.registry_dir.clone());
     let mut engine = Engine::new(naming, registry, transport, hosts, block, Report::default());
     let control_stop = CancellationToken::new();
