@@ -57,7 +57,7 @@ impl Default for Config {
             stream_queue_bytes: 512 * 1024,
             stall_timeout: Duration::from_secs(5),
             write_queue_frames: 256,
-            max_data_frame: 32 * 1024,
+            max_data_frame: 64 * 1024,
             keepalive: None,
         }
     }

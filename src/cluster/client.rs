@@ -55,6 +55,9 @@ pub enum ClientError {
 pub struct Connected {
     /// The client.
     pub client: Client,
+    /// The same credentials and server for long-lived upgraded streams (port-forwarding): its
+    /// sockets set TCP_NODELAY, so small frames are not held back by Nagle's algorithm.
+    pub streams: Client,
     /// The context name (`in-cluster` for the service account).
     pub context: String,
     /// The API server URL, for messages.
@@ -94,9 +97,11 @@ pub async fn connect(options: &ClientOptions) -> Result<Connected, ClientError> 
             default: default_path().display().to_string(),
         })?;
         let server = config.cluster_url.to_string();
+        let streams = streaming_client(config.clone()).map_err(ClientError::Build)?;
         let client = Client::try_from(config).map_err(ClientError::Build)?;
         return Ok(Connected {
             client,
+            streams,
             context: "in-cluster".into(),
             server,
         });
@@ -117,12 +122,43 @@ pub async fn connect(options: &ClientOptions) -> Result<Connected, ClientError> 
             source,
         })?;
     let server = config.cluster_url.to_string();
+    let streams = streaming_client(config.clone()).map_err(ClientError::Build)?;
     let client = Client::try_from(config).map_err(ClientError::Build)?;
     Ok(Connected {
         client,
+        streams,
         context,
         server,
     })
+}
+
+/// A client like kube's default one whose TCP connections set TCP_NODELAY (kube-rs's builder
+/// leaves Nagle's algorithm on, and an upgraded port-forward connection then holds a small
+/// last segment back until the server's delayed ACK: milliseconds per round trip). Same
+/// base URL, TLS, credentials (exec plugins included) and extra headers; with a proxy
+/// configured, kube's own builder is used (its proxy connectors), Nagle and all.
+fn streaming_client(config: Config) -> Result<Client, kube::Error> {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+    use kube::client::ConfigExt;
+    use tower::ServiceBuilder;
+
+    if config.proxy_url.is_some() {
+        return Client::try_from(config);
+    }
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(config.connect_timeout);
+    let https = config.rustls_https_connector_with_connector(http)?;
+    let hyper = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(hyper);
+    Ok(Client::new(service, config.default_namespace))
 }
 
 fn default_path() -> PathBuf {

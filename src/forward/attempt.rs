@@ -11,11 +11,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::conn::REPLAY_LIMIT;
 
-/// Largest read from the client in phase 1: the kept bytes grow in these steps, so a client
-/// that has sent little holds little.
-const CLIENT_CHUNK: usize = 8 * 1024;
-/// Buffer for the pod's first bytes.
-const ANSWER_CHUNK: usize = 8 * 1024;
+/// Largest read from the client in phase 1, into a buffer on the stack: the kept bytes grow
+/// only by what arrived, so the thousands of connections that wait here idle hold nothing.
+const CLIENT_CHUNK: usize = 1024;
+/// Buffer for the pod's first bytes (the rest follows in phase 2).
+const ANSWER_CHUNK: usize = 1024;
 
 /// The transport's error report for a stream.
 pub type Failure = Fuse<BoxFuture<'static, Option<String>>>;
@@ -126,12 +126,12 @@ impl Attempt {
                 if len >= REPLAY_LIMIT {
                     return Poll::Ready(Ended::Full);
                 }
-                kept.bytes
-                    .resize(len + CLIENT_CHUNK.min(REPLAY_LIMIT - len), 0);
-                let mut buf = ReadBuf::new(&mut kept.bytes[len..]);
+                let mut chunk = [0u8; CLIENT_CHUNK];
+                let room = CLIENT_CHUNK.min(REPLAY_LIMIT - len);
+                let mut buf = ReadBuf::new(&mut chunk[..room]);
                 let read = Pin::new(&mut *client).poll_read(cx, &mut buf);
                 let n = buf.filled().len();
-                kept.bytes.truncate(len + n);
+                kept.bytes.extend_from_slice(&chunk[..n]);
                 match read {
                     Poll::Ready(Ok(())) => {
                         kept.eof = n == 0;

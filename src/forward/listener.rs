@@ -2,6 +2,7 @@
 //! served by one accept task each until cancelled.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -12,9 +13,19 @@ use super::conn;
 use super::target::Target;
 use super::transport::Transport;
 
+/// Connections the kernel queues for a listener before accept (std's bind asks for 128: when
+/// thousands of clients connect at once, each dropped SYN costs its client a 1 s retransmit).
+/// Linux caps it at `net.core.somaxconn`.
+const BACKLOG: i32 = 4096;
+
 /// Binds `addr:port` (non-blocking, ready for the runtime).
 pub fn bind(addr: Ipv4Addr, port: u16) -> std::io::Result<StdListener> {
     let listener = StdListener::bind(SocketAddr::from((addr, port)))?;
+    // Listening again on a listening socket only changes its backlog.
+    // SAFETY: listen(2) on a socket this function owns.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     listener.set_nonblocking(true)?;
     Ok(listener)
 }

@@ -1,10 +1,9 @@
 //! Phase 2 of a connection: the pod is chosen, bytes are copied both ways until both sides have
 //! ended.
 //!
-//! `tokio::io::copy_bidirectional_with_sizes` drives each direction on its own (a pod that does
-//! not read never stops the other direction), with one bounded buffer per direction, so a slow
-//! reader holds back its writer through TCP (and port-forward) flow control instead of
-//! memory. An EOF is passed on as `shutdown`: the client's EOF becomes a FIN to the pod (the
+//! Each direction is pumped on its own (a pod that does not read never stops the other
+//! direction), with one bounded buffer per direction, so a slow reader holds back its writer
+//! through TCP (and port-forward) flow control instead of memory. An EOF is passed on as `shutdown`: the client's EOF becomes a FIN to the pod (the
 //! WebSocket transport emulates it, see [`super::transport::LINGER`]), the pod's a FIN to the
 //! client, while the other direction keeps flowing.
 
@@ -12,7 +11,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tracing::{debug, warn};
 
 use super::attempt::Failure;
@@ -20,19 +19,14 @@ use super::counting::Counted;
 use super::target::Target;
 use super::transport::PodIo;
 
-/// Buffer of the client → pod direction; [`DOWN_BUF`] is the other one.
-///
-/// Memory decides: `copy_bidirectional` allocates both buffers up front and keeps them for the
-/// life of the connection, idle or not (pooled keep-alive connections mostly are), so 10,000
-/// connections hold 10,000 × (8 + 8) KiB = 160 MiB of them; 16 KiB each way would be 320 MiB,
-/// 64 KiB 1.25 GiB. Throughput does not need more: relaying a loopback client to an in-memory
-/// echo (full duplex, release build, 2 busy cores) moved 700–950 MiB/s each way with 8 KiB
-/// buffers and no measurably more with 16–64 KiB (only 4 KiB was clearly slower), far above
-/// what a port-forward stream through the API server carries; kube-rs also cuts what goes to
-/// the pod into WebSocket messages of at most 4 KiB. 8 KiB is tokio's and std's copy default.
-pub const UP_BUF: usize = 8 * 1024;
-/// Buffer of the pod → client direction (see [`UP_BUF`]).
-pub const DOWN_BUF: usize = 8 * 1024;
+/// Read size of a quiet direction: the buffer lives inline in the connection's task, so an
+/// idle or chatty connection owns no heap buffer (10,000 connections × 2 directions × 1 KiB).
+pub const SMALL: usize = 1024;
+/// Read size once a direction carries bulk data (a read filled [`SMALL`]): allocated while the
+/// bulk lasts, freed when reads come back small again. Large reads mean few, large SPDY frames.
+pub const BULK: usize = 64 * 1024;
+/// Reads of at most [`SMALL`] in a row after which the bulk buffer is given back.
+const THIN_READS: u32 = 8;
 
 /// Everything phase 1 hands over.
 pub struct Committed {
@@ -66,7 +60,7 @@ where
     } = committed;
     let mut client = Prefixed::new(unsent, client);
     let mut pod = Counted::new(Prefixed::new(answer, pod), &target.stats, pod_eof, pod_shut);
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut pod, UP_BUF, DOWN_BUF);
+    let copy = copy_both(&mut client, &mut pod);
     tokio::pin!(copy);
     let result = loop {
         tokio::select! {
@@ -82,6 +76,63 @@ where
         Ok((up, down)) => debug!(service = %target.service, up, down, "connection closed"),
         Err(e) => debug!(service = %target.service, error = %e, "connection ended"),
     }
+}
+
+/// Copies both ways, each direction on its own (a side that does not read never stops the other
+/// direction), until both have ended; an EOF is passed on as `shutdown`. The first error ends
+/// both. Returns the bytes moved up and down.
+async fn copy_both<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (a_rx, a_tx) = tokio::io::split(a);
+    let (b_rx, b_tx) = tokio::io::split(b);
+    tokio::try_join!(pump(a_rx, b_tx), pump(b_rx, a_tx))
+}
+
+/// One direction: read, write all of it, repeat; shut the writer down at EOF. The read buffer
+/// grows from [`SMALL`] (inline) to [`BULK`] (heap) while reads fill it, and shrinks back when
+/// the traffic thins, so memory follows what the connection is doing.
+async fn pump<R, W>(mut from: R, mut to: W) -> io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut small = [0u8; SMALL];
+    let mut bulk: Vec<u8> = Vec::new();
+    // Small reads in a row while the bulk buffer is held.
+    let mut thin = 0;
+    let mut total = 0u64;
+    loop {
+        let buf: &mut [u8] = if bulk.is_empty() {
+            &mut small
+        } else {
+            &mut bulk
+        };
+        let n = from.read(buf).await?;
+        if n == 0 {
+            break;
+        }
+        to.write_all(&buf[..n]).await?;
+        to.flush().await?;
+        total += n as u64;
+        if bulk.is_empty() {
+            if n == SMALL {
+                bulk = vec![0; BULK];
+                thin = 0;
+            }
+        } else if n <= SMALL {
+            thin += 1;
+            if thin == THIN_READS {
+                bulk = Vec::new();
+            }
+        } else {
+            thin = 0;
+        }
+    }
+    to.shutdown().await?;
+    Ok(total)
 }
 
 /// A stream whose reads first return `prefix`, then the stream's own bytes; writes go straight

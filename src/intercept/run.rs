@@ -126,7 +126,14 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
         );
     }
     let session = opts.session.clone().unwrap_or_else(|| new_id("ic"));
-    let (plan, tunnel) = open_tunnel(&opts, &client, &ns, &session, preference).await?;
+    let (plan, tunnel) = open_tunnel(
+        &opts,
+        &client,
+        &ns,
+        &session,
+        Arc::new(PortForward::new(connected.streams.clone(), preference)),
+    )
+    .await?;
     let mut record = Record {
         id: session.clone(),
         kind: "intercept".into(),
@@ -246,13 +253,13 @@ async fn open_tunnel(
     client: &Client,
     ns: &str,
     session: &str,
-    preference: Preference,
+    port_forward: Arc<PortForward>,
 ) -> Result<(TunnelPlan, Box<dyn Tunnel>), Fatal> {
     let secret = crate::tunnel::token::generate();
     match &opts.tunnel {
         TunnelChoice::Cluster { agent_image } => {
             let tunnel = ClusterTunnel::new(
-                Arc::new(PortForward::new(client.clone(), preference)),
+                port_forward,
                 ns.to_string(),
                 tunnel_pod_resolver(client.clone(), ns.to_string(), session.to_string()),
                 secret.clone(),

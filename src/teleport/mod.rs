@@ -122,7 +122,7 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
         first_namespace: options.namespaces[0].clone(),
         cluster_domain: options.cluster_domain.clone(),
     };
-    let transport = Arc::new(PortForward::new(connected.client.clone(), preference));
+    let transport = Arc::new(PortForward::new(connected.streams.clone(), preference));
     let registry = Registry::new(options.registry_dir.clone());
     let mut engine = Engine::new(naming, registry, transport, hosts, block, Report::default());
     let control_stop = CancellationToken::new();
