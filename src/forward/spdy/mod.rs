@@ -33,7 +33,7 @@ use upgrade::{Upgrade, UpgradeError};
 pub const MAX_STREAMS: usize = 1000;
 /// A connection without streams this long is closed.
 pub const IDLE: Duration = Duration::from_secs(30);
-/// How long an upgrade, or the reply to a new stream, may take.
+/// How long an upgrade may take.
 const WAIT: Duration = Duration::from_secs(30);
 /// PING interval on each connection (keeps idle NATs open, finds dead connections).
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -314,9 +314,16 @@ impl Inner {
     }
 }
 
-/// Opens the error and data streams of one forwarded connection and waits for the data
-/// stream's reply. The error stream is half-closed at once and read by a task of its own, which
-/// keeps it until the server ends it (so it is never reset under a live data stream).
+/// Opens the error and data streams of one forwarded connection. The error stream is
+/// half-closed at once and read by a task of its own, which keeps it until the server ends it
+/// (so it is never reset under a live data stream).
+///
+/// The data stream is used without waiting for its SYN_REPLY: the client's first bytes follow
+/// the SYN_STREAMs at once, saving a round trip to the API server per connection. Servers
+/// built on moby/spdystream (the kubelet, and the API server's tunnel) reply to a stream in the
+/// same ordered handler that then takes its data, and kubesim queues data before its reply; a
+/// refused stream is reset, which phase 1 of the connection treats like any refusal (another
+/// pod, with the kept bytes replayed).
 async fn open_pair(conn: &spdy::Connection, port: u16, request: u64) -> std::io::Result<Opened> {
     let mut error = conn
         .open(stream_headers(TYPE_ERROR, port, request), false)
@@ -332,18 +339,6 @@ async fn open_pair(conn: &spdy::Connection, port: u16, request: u64) -> std::io:
         let _ = error.read_to_string(&mut text).await;
         let _ = text_tx.send((!text.is_empty()).then_some(text));
     });
-    match tokio::time::timeout(WAIT, data.wait_reply()).await {
-        Ok(reply) => reply?,
-        Err(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "no reply to the port-forward stream within {} s",
-                    WAIT.as_secs()
-                ),
-            ))
-        }
-    }
     Ok(Opened {
         stream: Box::new(data),
         failure: async move { text_rx.await.ok().flatten() }.boxed(),
