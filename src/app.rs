@@ -220,7 +220,14 @@ async fn status(args: StatusArgs) -> Result<(), Fatal> {
         Output::Json => {
             let sessions: Vec<serde_json::Value> = found
                 .iter()
-                .map(|(record, status)| serde_json::json!({"session": record, "forwards": status.forwards, "notes": status.notes}))
+                .map(|(record, status)| {
+                    serde_json::json!({
+                        "session": record,
+                        "forwards": status.forwards,
+                        "notes": status.notes,
+                        "protocol": status.protocol,
+                    })
+                })
                 .collect();
             println!("{}", serde_json::json!({ "sessions": sessions }));
         }

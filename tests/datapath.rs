@@ -82,23 +82,34 @@ fn duplex_echo(stream: TcpStream, data: &[u8]) -> Vec<u8> {
     back
 }
 
-fn full_duplex_64_mib(transport: &str) {
+fn full_duplex_64_mib(transport: &str, protocol: &str) {
     let sim = kubesim(&["demo"], &[]);
-    let czctl = teleport(&sim, &format!("duplex-{transport}"), transport);
+    let name = format!("duplex-{transport}");
+    let czctl = teleport(&sim, &name, transport);
     let data = pattern(64 << 20);
     let back = duplex_echo(connect(&czctl, "db.demo", 5432), &data);
     assert_eq!(back.len(), data.len());
     assert!(back == data, "the echo differs from what was sent");
+    let status = status_json(&sim, &name);
+    assert!(
+        status.contains(&format!(r#""protocol":"{protocol}""#)),
+        "{status}"
+    );
 }
 
 #[test]
-fn full_duplex_64_mib_echo_over_spdy() {
-    full_duplex_64_mib("auto");
+fn full_duplex_64_mib_echo_over_spdy_in_a_websocket() {
+    full_duplex_64_mib("auto", "SPDY over WebSocket");
+}
+
+#[test]
+fn full_duplex_64_mib_echo_over_the_spdy_upgrade() {
+    full_duplex_64_mib("spdy", "SPDY");
 }
 
 #[test]
 fn full_duplex_64_mib_echo_over_websocket_v4() {
-    full_duplex_64_mib("websocket");
+    full_duplex_64_mib("websocket", "WebSocket v4");
 }
 
 #[test]
@@ -180,6 +191,10 @@ fn a_stream_the_server_resets_leaves_its_neighbour_working() {
     assert_eq!(&got, b"after!");
     let text = status_json(&sim, "reset");
     assert!(text.contains("connection refused"), "{text}");
+    assert!(
+        text.contains(r#""protocol":"SPDY over WebSocket""#),
+        "{text}"
+    );
 }
 
 #[test]
@@ -224,4 +239,24 @@ fn forbidden_port_forwarding_closes_connections_and_says_why() {
     let text = status_json(&sim, "forbidden");
     assert!(text.contains("forbidden"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_server_without_spdy_gets_websocket_v4_and_status_says_so() {
+    let sim = kubesim(&["demo"], &[]);
+    sim.fault("faults/refuse-spdy");
+    let czctl = teleport(&sim, "nospdy", "auto");
+    for round in 0..3 {
+        let mut db = connect(&czctl, "db.demo", 5432);
+        db.write_all(b"v4").unwrap();
+        let mut got = [0u8; 2];
+        db.read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(&got, b"v4");
+    }
+    let status = status_json(&sim, "nospdy");
+    assert!(status.contains(r#""protocol":"WebSocket v4""#), "{status}");
+    // Both SPDY upgrades were tried once, then czctl stopped asking.
+    let stats = sim.kubectl_ok(&["get", "--raw", "/kubesim/stats/portforwards"]);
+    assert!(stats.contains(r#""websocket-v4":3"#), "{stats}");
 }
