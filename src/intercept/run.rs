@@ -24,6 +24,7 @@ use super::store::RecordStore;
 use crate::cluster::client::{self, ClientOptions};
 use crate::exit::{from_kube, Code, Fatal};
 use crate::forward::spdy::{PortForward, Preference};
+use crate::forward::transport::Transport;
 use crate::session::control;
 use crate::session::record::{self, InterceptRef, Record};
 use crate::session::status::{Forward, Note, Status};
@@ -126,14 +127,8 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
         );
     }
     let session = opts.session.clone().unwrap_or_else(|| new_id("ic"));
-    let (plan, tunnel) = open_tunnel(
-        &opts,
-        &client,
-        &ns,
-        &session,
-        Arc::new(PortForward::new(connected.streams.clone(), preference)),
-    )
-    .await?;
+    let port_forward = Arc::new(PortForward::new(connected.streams.clone(), preference));
+    let (plan, tunnel) = open_tunnel(&opts, &client, &ns, &session, port_forward.clone()).await?;
     let mut record = Record {
         id: session.clone(),
         kind: "intercept".into(),
@@ -164,7 +159,7 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
     let work = CancellationToken::new();
     let _stop_work = work.clone().drop_guard();
     let stats = Arc::new(TunnelStats::default());
-    let status = status_fn(&ns, &opts, port, stats.clone());
+    let status = status_fn(&ns, &opts, port, stats.clone(), port_forward);
     if let Err(e) = control::serve(&record.socket, status, stop.close_tx.clone(), work.clone()) {
         record.remove(&opts.state_dir);
         return Err(local(&format!(
@@ -358,6 +353,7 @@ fn status_fn(
     opts: &InterceptOptions,
     port: u16,
     stats: Arc<TunnelStats>,
+    transport: Arc<dyn Transport>,
 ) -> control::StatusFn {
     let service = format!("{namespace}/{}", opts.service);
     let local = opts.local.to_string();
@@ -390,7 +386,8 @@ fn status_fn(
                     s.parked
                 ),
             }],
-            protocol: None,
+            // The cluster tunnel's parked port-forwards (none with ngrok).
+            protocol: transport.protocol(),
         }
     })
 }
