@@ -9,6 +9,7 @@
 //! new streams while it has fewer than [`MAX_STREAMS`] and its reader is not held up by a slow
 //! stream, otherwise another connection is opened; one without streams for [`IDLE`] is closed.
 
+mod pair;
 pub mod upgrade;
 
 use std::collections::HashMap;
@@ -20,12 +21,11 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use kube::Client;
-use spdy::portforward::{stream_headers, TYPE_DATA, TYPE_ERROR};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
+
 use tracing::{debug, info};
 
 use super::transport::{KubeWebSocket, Opened, Transport, TransportError};
+use pair::open_pair;
 use upgrade::{Upgrade, UpgradeError};
 
 /// Streams one connection carries before another is opened to the same pod (two per client
@@ -312,37 +312,6 @@ impl Inner {
         }
         Err(refused.unwrap_or_else(|| UpgradeError::Failed("no SPDY upgrade allowed".into())))
     }
-}
-
-/// Opens the error and data streams of one forwarded connection. The error stream is
-/// half-closed at once and read by a task of its own, which keeps it until the server ends it
-/// (so it is never reset under a live data stream).
-///
-/// The data stream is used without waiting for its SYN_REPLY: the client's first bytes follow
-/// the SYN_STREAMs at once, saving a round trip to the API server per connection. Servers
-/// built on moby/spdystream (the kubelet, and the API server's tunnel) reply to a stream in the
-/// same ordered handler that then takes its data, and kubesim queues data before its reply; a
-/// refused stream is reset, which phase 1 of the connection treats like any refusal (another
-/// pod, with the kept bytes replayed).
-async fn open_pair(conn: &spdy::Connection, port: u16, request: u64) -> std::io::Result<Opened> {
-    let mut error = conn
-        .open(stream_headers(TYPE_ERROR, port, request), false)
-        .await?;
-    error.shutdown().await?;
-    let data = conn
-        .open(stream_headers(TYPE_DATA, port, request), false)
-        .await?;
-    let (text_tx, text_rx) = oneshot::channel();
-    tokio::spawn(async move {
-        let mut text = String::new();
-        // A reset or lost connection reads as "no error text": the data stream reports it.
-        let _ = error.read_to_string(&mut text).await;
-        let _ = text_tx.send((!text.is_empty()).then_some(text));
-    });
-    Ok(Opened {
-        stream: Box::new(data),
-        failure: async move { text_rx.await.ok().flatten() }.boxed(),
-    })
 }
 
 /// Every few seconds: forgets dead connections, closes those idle for [`IDLE`], drops empty
