@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
-use kube::Client;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::close::{self, CloseError};
 use super::heartbeat::{micro_now, LEASE_SECONDS};
@@ -25,6 +26,8 @@ use crate::exit::{from_kube, Code, Fatal};
 
 /// How long the router and the tunnel may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the Service's endpoints may take to follow its patched selector.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One developer's intercept request.
 #[derive(Debug, Clone)]
@@ -195,6 +198,7 @@ async fn finish(
     })?;
     if stored.body.hijacked.is_none() {
         stored = hijack(client, store, req, stored).await?;
+        wait_routed(client, ns, &req.service).await;
     }
     info!(namespace = ns, service = %req.service, "routing through the router");
     Ok(stored)
@@ -291,6 +295,45 @@ async fn hijack(
         Ok(())
     })
     .await
+}
+
+/// Waits until the Service's EndpointSlices name only the router's pods, so the intercept is in
+/// effect when the command says it is ready (the endpoints follow the patched selector a moment
+/// later). Without the right to list EndpointSlices, or after [`ROUTE_TIMEOUT`], it goes on: the
+/// Service is patched and the cluster catches up by itself.
+async fn wait_routed(client: &Client, ns: &str, service: &str) {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let params = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let prefix = format!("{}-", names::router(service));
+    let deadline = tokio::time::Instant::now() + ROUTE_TIMEOUT;
+    loop {
+        match api.list(&params).await {
+            Ok(list) => {
+                let pods: Vec<&str> = list
+                    .items
+                    .iter()
+                    .flat_map(|slice| slice.endpoints.iter().flatten())
+                    .filter_map(|e| e.target_ref.as_ref()?.name.as_deref())
+                    .collect();
+                if !pods.is_empty() && pods.iter().all(|pod| pod.starts_with(&prefix)) {
+                    return;
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, "not waiting for the Service's endpoints: cannot list them");
+                return;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(
+                service,
+                "the Service's endpoints do not name only the router after {} s; going on",
+                ROUTE_TIMEOUT.as_secs()
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A `CloseError` as a user-facing failure.
