@@ -15,7 +15,7 @@ use super::target::Stats;
 ///
 /// Once its read side has ended it stays ended without asking the stream again, and a second
 /// shutdown is a no-op: phase 1 may already have seen the pod's EOF or passed on the client's,
-/// and `copy_bidirectional` must then neither wait for nor send another one.
+/// and the relay must then neither wait for nor send another one.
 pub struct Counted<'a, S> {
     inner: S,
     stats: &'a Stats,
