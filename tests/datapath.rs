@@ -11,6 +11,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -19,9 +20,14 @@ const LONG: Duration = Duration::from_secs(60);
 
 /// Teleports the demo namespace with `CZCTL_PORTFORWARD=transport`.
 fn teleport(sim: &KubeSim, name: &str, transport: &str) -> Czctl {
+    teleport_as(sim, &sim.kubeconfig, name, transport)
+}
+
+/// [`teleport`] with another user's kubeconfig.
+fn teleport_as(sim: &KubeSim, kubeconfig: &Path, name: &str, transport: &str) -> Czctl {
     let hosts = hosts_file(sim, name);
     let state = state_dir(sim, name);
-    let kubeconfig = sim.kubeconfig.to_str().unwrap().to_string();
+    let kubeconfig = kubeconfig.to_str().unwrap().to_string();
     let mut cmd = namespaced_czctl(&hosts, &[]);
     cmd.args(["namespace", "teleport", "demo", "--kubeconfig", &kubeconfig])
         .env("CZCTL_STATE_DIR", &state)
@@ -221,24 +227,23 @@ fn after_the_shared_connection_drops_new_connections_work_at_once() {
 
 #[test]
 fn forbidden_port_forwarding_closes_connections_and_says_why() {
-    let dir = std::env::temp_dir().join(format!("czctl-datapath-rbac-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let rules = dir.join("rbac.yaml");
-    std::fs::write(
-        &rules,
-        "user: dev\ndeny:\n  - verbs: [create]\n    resources: [pods/portforward]\n    namespaces: [demo]\n",
-    )
-    .unwrap();
-    let sim = kubesim(&["demo"], &["--rbac", rules.to_str().unwrap()]);
-    let czctl = teleport(&sim, "forbidden", "auto");
+    let restricted = kubesim_restricted(
+        &["demo"],
+        &[Deny {
+            verb: "create",
+            resource: "pods/portforward",
+            namespace: Some("demo"),
+        }],
+    );
+    let sim = &restricted.sim;
+    let czctl = teleport_as(sim, &restricted.kubeconfig, "forbidden", "auto");
     let mut db = connect(&czctl, "db.demo", 5432);
     let _ = db.write_all(b"x");
     let mut rest = Vec::new();
     let _ = db.read_to_end(&mut rest);
     assert!(rest.is_empty());
-    let text = status_json(&sim, "forbidden");
+    let text = status_json(sim, "forbidden");
     assert!(text.contains("forbidden"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{hosts_file, kubesim, ORIGINAL_HOSTS};
+use common::{hosts_file, kubesim, kubesim_restricted, Deny, ORIGINAL_HOSTS};
 
 /// Runs `czctl doctor ARGS` with a private registry in `dir`.
 fn doctor(dir: &Path, args: &[&str]) -> Output {
@@ -20,15 +20,12 @@ fn doctor(dir: &Path, args: &[&str]) -> Output {
         .expect("run czctl doctor")
 }
 
-/// `czctl doctor -n demo` against kubesim's demo run with the RBAC policy `rbac` (YAML).
-fn doctor_with_rbac(name: &str, rbac: &str) -> Output {
-    let dir = std::env::temp_dir().join(format!("czctl-doctor-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("rbac.yaml");
-    std::fs::write(&file, rbac).expect("write rbac file");
-    let sim = kubesim(&["demo"], &["--rbac", &file.to_string_lossy()]);
-    let hosts = hosts_file(&sim, name);
-    let kubeconfig = sim.kubeconfig.to_string_lossy().into_owned();
+/// `czctl doctor -n demo` against the demo run as a user lacking the `deny` rights.
+fn doctor_with_rbac(name: &str, deny: &[Deny]) -> Output {
+    let restricted = kubesim_restricted(&["demo"], deny);
+    let sim = &restricted.sim;
+    let hosts = hosts_file(sim, name);
+    let kubeconfig = restricted.kubeconfig.to_string_lossy().into_owned();
     let hosts_arg = hosts.to_string_lossy().into_owned();
     let args = [
         "--kubeconfig",
@@ -38,9 +35,7 @@ fn doctor_with_rbac(name: &str, rbac: &str) -> Output {
         "--hosts-file",
         &hosts_arg,
     ];
-    let out = doctor(&sim.dir, &args);
-    let _ = std::fs::remove_dir_all(&dir);
-    out
+    doctor(&sim.dir, &args)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -108,7 +103,11 @@ fn all_checks_pass_with_default_rights() {
 fn a_missing_right_fails_with_exit_4_and_the_fix() {
     let out = doctor_with_rbac(
         "rbac",
-        "user: dev\ndeny:\n  - verbs: [create]\n    resources: [pods/portforward]\n    namespaces: [demo]\n",
+        &[Deny {
+            verb: "create",
+            resource: "pods/portforward",
+            namespace: Some("demo"),
+        }],
     );
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(
@@ -144,7 +143,11 @@ fn a_missing_right_fails_with_exit_4_and_the_fix() {
 fn a_missing_intercept_right_is_a_warning_with_the_fix() {
     let out = doctor_with_rbac(
         "ic",
-        "user: dev\ndeny:\n  - verbs: [patch]\n    resources: [services]\n    namespaces: [demo]\n",
+        &[Deny {
+            verb: "patch",
+            resource: "services",
+            namespace: Some("demo"),
+        }],
     );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));

@@ -239,3 +239,146 @@ pub fn pod_of(body: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     v["pod"].as_str().map(str::to_string)
 }
+
+/// A right a restricted test user lacks: `verb` on `resource` (`pods/portforward`, `services`,
+/// `customresourcedefinitions`, …), in `namespace` or everywhere.
+#[derive(Debug, Clone, Copy)]
+pub struct Deny {
+    pub verb: &'static str,
+    pub resource: &'static str,
+    pub namespace: Option<&'static str>,
+}
+
+/// A cluster plus a kubeconfig for a user who has every right czctl uses except some.
+pub struct Restricted {
+    pub sim: KubeSim,
+    /// The restricted user's kubeconfig.
+    pub kubeconfig: PathBuf,
+}
+
+/// The resources czctl reads or writes, by API group: what a restricted user is granted (minus
+/// the denied rights) on the real control plane.
+const GRANTED: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "pods",
+            "pods/portforward",
+            "pods/log",
+            "services",
+            "endpoints",
+            "configmaps",
+            "secrets",
+            "namespaces",
+            "serviceaccounts",
+            "events",
+        ],
+    ),
+    ("discovery.k8s.io", &["endpointslices"]),
+    (
+        "apps",
+        &["deployments", "statefulsets", "replicasets", "daemonsets"],
+    ),
+    ("batch", &["jobs", "cronjobs"]),
+    ("coordination.k8s.io", &["leases"]),
+    ("apiextensions.k8s.io", &["customresourcedefinitions"]),
+    ("czctl.dev", &["sessions"]),
+];
+const VERBS: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+
+/// Starts the cluster with `fixtures` and a user `dev` lacking the `deny` rights: on kubesim its
+/// deny-list policy (`--rbac`), on the real control plane a ServiceAccount bound to a
+/// ClusterRole of every right czctl uses minus the denied ones, reached with a bound token.
+pub fn kubesim_restricted(fixtures: &[&str], deny: &[Deny]) -> Restricted {
+    if kubesim::harness::Server::from_env() == kubesim::harness::Server::KubeSim {
+        let mut policy = String::from("user: dev\ndeny:\n");
+        for d in deny {
+            policy += &format!(
+                "  - verbs: [\"{}\"]\n    resources: [{}]\n",
+                d.verb, d.resource
+            );
+            if let Some(ns) = d.namespace {
+                policy += &format!("    namespaces: [{ns}]\n");
+            }
+        }
+        let file = std::env::temp_dir().join(format!(
+            "czctl-rbac-{}-{:?}.yaml",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&file, policy).expect("write the rbac policy");
+        let sim = kubesim(fixtures, &["--rbac", file.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&file);
+        let kubeconfig = sim.kubeconfig.clone();
+        return Restricted { sim, kubeconfig };
+    }
+    let sim = kubesim(fixtures, &[]);
+    let mut rules = String::new();
+    for (group, resources) in GRANTED {
+        for resource in *resources {
+            let verbs: Vec<&str> = VERBS
+                .iter()
+                .copied()
+                .filter(|v| {
+                    !deny
+                        .iter()
+                        .any(|d| d.resource == *resource && (d.verb == *v || d.verb == "*"))
+                })
+                .collect();
+            if !verbs.is_empty() {
+                rules += &format!(
+                    "- apiGroups: [\"{group}\"]\n  resources: [\"{resource}\"]\n  verbs: [{}]\n",
+                    verbs.join(", ")
+                );
+            }
+        }
+    }
+    let manifest = format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: dev, namespace: default}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: czctl-test-dev}}\n\
+         rules:\n{rules}---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: czctl-test-dev}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: czctl-test-dev}}\n\
+         subjects: [{{kind: ServiceAccount, name: dev, namespace: default}}]\n"
+    );
+    let file = sim.dir.join("restricted.yaml");
+    std::fs::write(&file, manifest).expect("write the restricted user's manifest");
+    sim.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let kubeconfig = token_kubeconfig(&sim, "default", "dev");
+    Restricted { sim, kubeconfig }
+}
+
+/// A kubeconfig for ServiceAccount `ns/name` with a bound token (real control plane only).
+pub fn token_kubeconfig(sim: &KubeSim, ns: &str, name: &str) -> PathBuf {
+    let token = sim.kubectl_ok(&["create", "token", name, "-n", ns, "--duration", "2h"]);
+    let ca = sim.kubectl_ok(&[
+        "config",
+        "view",
+        "--raw",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+    ]);
+    let path = sim.dir.join(format!("kubeconfig-{ns}-{name}"));
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: {}, certificate-authority-data: {}}}\n\
+         users:\n- name: {name}\n  user: {{token: {}}}\ncontexts:\n- name: {name}\n  context: {{cluster: c, user: {name}, namespace: {ns}}}\n\
+         current-context: {name}\n",
+        sim.api,
+        ca.trim(),
+        token.trim()
+    );
+    std::fs::write(&path, text).expect("write kubeconfig");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
