@@ -184,7 +184,7 @@ fn an_api_outage_keeps_listeners_and_forwarding_resumes() {
     let sim = kubesim(&["demo"], &[]);
     let (mut czctl, _hosts) = teleport(&sim, "outage", &["demo"]);
     czctl.wait_ready();
-    sim.fault("faults/refuse-api?seconds=3");
+    sim.api_outage();
     // During the outage the listener is still bound (connect succeeds even if the forward fails).
     let addr = czctl.resolve("db.demo").unwrap();
     let out = czctl.exec(&[
@@ -216,4 +216,41 @@ fn a_missing_namespace_fails_cleanly() {
             .any(|l| l.contains("namespace \"nope\" not found")),
         "{err:#?}"
     );
+}
+
+#[test]
+fn a_tenant_with_only_a_namespaced_role_teleports_its_namespace() {
+    let tenant = kubesim_tenant(&["demo"], "demo");
+    let sim = &tenant.sim;
+    let hosts = hosts_file(sim, "tenant");
+    let state = sim.dir.join("state-tenant");
+    let kubeconfig = tenant.kubeconfig.to_str().unwrap().to_string();
+    let mut czctl = czctl_in_namespace(
+        &hosts,
+        &state,
+        &["namespace", "teleport", "demo", "--kubeconfig", &kubeconfig],
+    );
+    czctl.wait_ready();
+    let (ok, body) = czctl.curl("http://echo.demo:8080/tenant");
+    assert!(ok && pod_of(&body).is_some(), "{body}");
+    czctl.signal(libc::SIGTERM);
+    assert!(czctl.wait_exit(LONG).success());
+    assert_eq!(std::fs::read_to_string(&hosts).unwrap(), ORIGINAL_HOSTS);
+}
+
+#[test]
+fn a_tenant_is_refused_another_namespace_with_exit_4_naming_the_right() {
+    let tenant = kubesim_tenant(&["demo", "other"], "demo");
+    let sim = &tenant.sim;
+    let hosts = hosts_file(sim, "tenant-other");
+    let out = namespaced_czctl(&hosts, &[])
+        .args(["namespace", "teleport", "other", "--kubeconfig"])
+        .arg(&tenant.kubeconfig)
+        .env("CZCTL_STATE_DIR", sim.dir.join("state-tenant-other"))
+        .output()
+        .expect("run czctl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("other"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&hosts).unwrap(), ORIGINAL_HOSTS);
 }

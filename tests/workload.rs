@@ -240,7 +240,16 @@ fn every_source_resolves_as_the_kubelet_does() {
     );
     assert!(get("POD_NAME").is_some_and(|p| p.starts_with("app-")));
     assert_eq!(get("POD_NAMESPACE"), Some("envtest"));
-    assert!(get("POD_IP").is_some_and(|ip| ip.starts_with("127.")));
+    let pod_ip = sim.kubectl_ok(&[
+        "get",
+        "pod",
+        get("POD_NAME").unwrap(),
+        "-n",
+        "envtest",
+        "-o",
+        "jsonpath={.status.podIP}",
+    ]);
+    assert_eq!(get("POD_IP"), Some(pod_ip.trim()), "the pod's own IP");
     assert_eq!(get("SERVICE_ACCOUNT"), Some("app-sa"));
     assert_eq!(get("TIER"), Some("backend"));
     assert_eq!(get("CPU_LIMIT"), Some("1"), "250m rounds up to 1 core");
@@ -324,4 +333,35 @@ fn detach_exports_then_leaves_the_namespace_teleported() {
         .output()
         .unwrap();
     assert_eq!(no_file.status.code(), Some(2), "--detach needs -f");
+}
+
+#[test]
+fn a_tenant_with_only_a_namespaced_role_exports_the_environment() {
+    let tenant = kubesim_tenant(&["demo"], "demo");
+    let file = tenant.sim.dir.join("tenant.env");
+    let out = czctl()
+        .args([
+            "deployment",
+            "teleport",
+            "echo",
+            "-n",
+            "demo",
+            "--env-only",
+            "-f",
+        ])
+        .arg(&file)
+        .arg("--kubeconfig")
+        .arg(&tenant.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let values: std::collections::BTreeMap<String, String> = dotenvy::from_path_iter(&file)
+        .unwrap()
+        .map(|kv| kv.unwrap())
+        .collect();
+    check(&values, "dotenvy");
 }

@@ -97,9 +97,10 @@ impl StreamShared {
         wake(&mut state.reply_waker);
     }
 
-    /// Ends the stream abnormally: writes fail with `reason`; reads too, unless the peer had
-    /// already finished sending (then what it sent is still read, then EOF, as spdystream
-    /// does). Returns false if it had already ended (reset, or finished both ways).
+    /// Ends the stream abnormally: writes fail with `reason`. What the peer sent before is
+    /// still read, as with spdystream (the kubelet sends its error text and then resets the
+    /// error stream); then reads fail with `reason`, or end (EOF) if the peer had finished.
+    /// Returns false if it had already ended (reset, or finished both ways).
     pub(crate) fn reset(&self, reason: String) -> bool {
         let mut state = self.lock();
         if state.reset.is_some() || (state.local_fin && state.remote_fin && state.queue.is_empty())
@@ -107,10 +108,6 @@ impl StreamShared {
             return false;
         }
         state.reset = Some(reason);
-        if !state.remote_fin {
-            state.queue.clear();
-            state.queued = 0;
-        }
         wake(&mut state.read_waker);
         wake(&mut state.reply_waker);
         drop(state);

@@ -295,32 +295,10 @@ const VERBS: &[&str] = &[
     "deletecollection",
 ];
 
-/// Starts the cluster with `fixtures` and a user `dev` lacking the `deny` rights: on kubesim its
-/// deny-list policy (`--rbac`), on the real control plane a ServiceAccount bound to a
-/// ClusterRole of every right czctl uses minus the denied ones, reached with a bound token.
+/// Starts the cluster with `fixtures` and a user `dev` lacking the `deny` rights: a
+/// ServiceAccount bound to a ClusterRole of every right czctl uses minus the denied ones (real
+/// RBAC on both servers), reached with a token from `kubectl create token`.
 pub fn kubesim_restricted(fixtures: &[&str], deny: &[Deny]) -> Restricted {
-    if kubesim::harness::Server::from_env() == kubesim::harness::Server::KubeSim {
-        let mut policy = String::from("user: dev\ndeny:\n");
-        for d in deny {
-            policy += &format!(
-                "  - verbs: [\"{}\"]\n    resources: [{}]\n",
-                d.verb, d.resource
-            );
-            if let Some(ns) = d.namespace {
-                policy += &format!("    namespaces: [{ns}]\n");
-            }
-        }
-        let file = std::env::temp_dir().join(format!(
-            "czctl-rbac-{}-{:?}.yaml",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::write(&file, policy).expect("write the rbac policy");
-        let sim = kubesim(fixtures, &["--rbac", file.to_str().unwrap()]);
-        let _ = std::fs::remove_file(&file);
-        let kubeconfig = sim.kubeconfig.clone();
-        return Restricted { sim, kubeconfig };
-    }
     let sim = kubesim(fixtures, &[]);
     let mut rules = String::new();
     for (group, resources) in GRANTED {
@@ -357,7 +335,7 @@ pub fn kubesim_restricted(fixtures: &[&str], deny: &[Deny]) -> Restricted {
     Restricted { sim, kubeconfig }
 }
 
-/// A kubeconfig for ServiceAccount `ns/name` with a bound token (real control plane only).
+/// A kubeconfig for ServiceAccount `ns/name` with a token from `kubectl create token`.
 pub fn token_kubeconfig(sim: &KubeSim, ns: &str, name: &str) -> PathBuf {
     let token = sim.kubectl_ok(&["create", "token", name, "-n", ns, "--duration", "2h"]);
     let ca = sim.kubectl_ok(&[
@@ -381,4 +359,29 @@ pub fn token_kubeconfig(sim: &KubeSim, ns: &str, name: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
+}
+
+/// Starts the cluster with `fixtures` and a tenant `tenant` whose only rights are a Role in
+/// `namespace` (no cluster-scoped reads at all, as tenants behind capsule-proxy have): what
+/// teleport and export need there. Returns the tenant's kubeconfig beside the cluster.
+pub fn kubesim_tenant(fixtures: &[&str], namespace: &str) -> Restricted {
+    let sim = kubesim(fixtures, &[]);
+    let manifest = format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: tenant, namespace: {namespace}}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: tenant, namespace: {namespace}}}\n\
+         rules:\n\
+         - apiGroups: [\"\"]\n  resources: [pods, services, endpoints, configmaps, secrets]\n  verbs: [get, list, watch]\n\
+         - apiGroups: [\"\"]\n  resources: [pods/portforward]\n  verbs: [create, get]\n\
+         - apiGroups: [discovery.k8s.io]\n  resources: [endpointslices]\n  verbs: [get, list, watch]\n\
+         - apiGroups: [apps]\n  resources: [deployments, statefulsets, replicasets, daemonsets]\n  verbs: [get, list, watch]\n\
+         ---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: tenant, namespace: {namespace}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: tenant}}\n\
+         subjects: [{{kind: ServiceAccount, name: tenant, namespace: {namespace}}}]\n"
+    );
+    let file = sim.dir.join("tenant.yaml");
+    std::fs::write(&file, manifest).expect("write the tenant's manifest");
+    sim.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let kubeconfig = token_kubeconfig(&sim, namespace, "tenant");
+    Restricted { sim, kubeconfig }
 }

@@ -255,3 +255,27 @@ async fn a_stream_dropped_right_after_its_fin_still_delivers_everything() {
     })
     .await;
 }
+
+/// The kubelet writes its error text and then resets the error stream: the text is read
+/// first, then the reset.
+#[tokio::test]
+async fn what_came_before_a_reset_is_still_read() {
+    let (client, _server, mut incoming) = pair(Config::default());
+    let mut error = client
+        .open(stream_headers("error", 1, 0), false)
+        .await
+        .unwrap();
+    error.shutdown().await.unwrap();
+    let mut server_side = incoming.accept().await.unwrap();
+    server_side.reply(vec![], false).await.unwrap();
+    server_side
+        .write_all(b"error forwarding port 1")
+        .await
+        .unwrap();
+    server_side.flush().await.unwrap();
+    server_side.reset(status::CANCEL, "after the text");
+    let mut text = Vec::new();
+    let result = within("read to the reset", error.read_to_end(&mut text)).await;
+    assert_eq!(text, b"error forwarding port 1");
+    assert_eq!(result.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+}

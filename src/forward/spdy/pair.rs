@@ -44,10 +44,11 @@ pub(super) async fn open_pair(
         _gone: data_gone.clone().drop_guard(),
     };
     tokio::spawn(async move {
-        let mut text = String::new();
+        let mut text = Vec::new();
         tokio::select! {
-            // A reset or lost connection reads as "no error text": the data stream reports it.
-            _ = error.read_to_string(&mut text) => {}
+            // The kubelet writes its text and then resets the stream: what came before a reset
+            // (or a lost connection) is the text; none means the data stream reports the end.
+            _ = error.read_to_end(&mut text) => {}
             // A server that never ends the error stream must not keep it (and its connection)
             // forever: once the data stream is gone, a last error text gets a moment.
             _ = async {
@@ -55,6 +56,7 @@ pub(super) async fn open_pair(
                 tokio::time::sleep(ERROR_GRACE).await;
             } => {}
         }
+        let text = String::from_utf8_lossy(&text).into_owned();
         let _ = text_tx.send((!text.is_empty()).then_some(text));
     });
     Ok(Opened {

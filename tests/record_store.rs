@@ -1,0 +1,144 @@
+//! The intercept's session record as the API server keeps it: czctl's `sessions.czctl.dev` CRD
+//! (created by czctl, then validated and pruned by the server's structural schema), optimistic
+//! concurrency on replace, the finalizer, and the garbage collection of what the record owns.
+//! Run against kubesim and, with `CZCTL_TEST_SERVER=realk8s`, against the real API server,
+//! where a schema that drops a field would lose the data an intercept needs to restore a Service.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use czctl::intercept::record::{RecordBody, Route, Shape, FINALIZER};
+use czctl::intercept::spec::parse_header;
+use czctl::intercept::store::{Backend, RecordStore, StoreError};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+use common::*;
+
+async fn client(sim: &KubeSim) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&sim.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// A record with every field set, the optional ones included.
+fn body() -> RecordBody {
+    RecordBody {
+        service: "echo".into(),
+        service_uid: "0b7c4f9e-0000-4000-8000-000000000001".into(),
+        port: 8080,
+        router_image: "nginx:1.27".into(),
+        original: Shape {
+            selector: BTreeMap::from([("app".into(), "echo".into())]),
+            ports: vec![
+                json!({"name": "http", "port": 8080, "protocol": "TCP", "targetPort": "http"}),
+            ],
+        },
+        hijacked: Some(Shape {
+            selector: BTreeMap::from([("czctl.dev/router".into(), "echo".into())]),
+            ports: vec![
+                json!({"name": "http", "port": 8080, "protocol": "TCP", "targetPort": 8080}),
+            ],
+        }),
+        restore_patch: vec![
+            json!({"op": "test", "path": "/spec/selector", "value": {"czctl.dev/router": "echo"}}),
+            json!({"op": "replace", "path": "/spec/selector", "value": {"app": "echo"}}),
+        ],
+        generation: 3,
+        closing: false,
+        routes: vec![Route {
+            session: "ic-abc123".into(),
+            header: parse_header(Some("x-dev:alice")).unwrap(),
+            owner: "alice@laptop".into(),
+            tunnel: "cluster".into(),
+            upstream: "10.0.0.7:7000".into(),
+            lease: "czctl-ic-abc123".into(),
+            started: "2026-12-06T09:00:00Z".into(),
+            tls: None,
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_survives_the_servers_schema_and_owns_what_it_made() {
+    let sim = kubesim(&["demo"], &[]);
+    let client = client(&sim).await;
+    let store = RecordStore::detect(client.clone(), "demo").await.unwrap();
+    assert_eq!(store.backend, Backend::Crd);
+
+    // Every field comes back as written: nothing is pruned by the structural schema.
+    let created = store.create("echo", "echo", &body()).await.unwrap();
+    assert_eq!(created.body, body());
+    let read = store.get("echo").await.unwrap().expect("the record");
+    assert_eq!(read.body, body());
+    assert_eq!(
+        read.meta.finalizers.as_deref(),
+        Some(&[FINALIZER.to_string()][..])
+    );
+
+    // A replace based on a stale read is refused (409), so two czctl runs can't both win.
+    let mut first = read.clone();
+    first.body.generation = 4;
+    store.replace(&first).await.unwrap();
+    let mut stale = read;
+    stale.body.generation = 5;
+    match store.replace(&stale).await {
+        Err(StoreError::Kube(e)) => assert_eq!(czctl::intercept::store::status_of(&e), Some(409)),
+        other => panic!("a stale replace was not refused: {other:?}"),
+    }
+
+    // Something the record owns goes when the record goes (the garbage collector), and the
+    // record itself stays until its finalizer is dropped.
+    let owned = store.get("echo").await.unwrap().unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "demo");
+    let mut cm: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "owned-by-record"},
+        "data": {"k": "v"},
+    }))
+    .unwrap();
+    cm.metadata.owner_references = Some(vec![store.owner_ref(&owned)]);
+    configmaps
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    store.delete("echo").await.unwrap();
+    let mut deleting = store
+        .get("echo")
+        .await
+        .unwrap()
+        .expect("held by its finalizer");
+    assert!(deleting.deleting());
+    deleting.drop_finalizer(FINALIZER);
+    store.replace(&deleting).await.unwrap();
+    eventually_async("the record and what it owned are gone", async || {
+        let record_gone = store.get("echo").await.unwrap().is_none();
+        let owned_gone = configmaps
+            .get_opt("owned-by-record")
+            .await
+            .unwrap()
+            .is_none();
+        record_gone && owned_gone
+    })
+    .await;
+    let _ = configmaps
+        .delete("owned-by-record", &DeleteParams::default())
+        .await;
+}
+
+async fn eventually_async(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
