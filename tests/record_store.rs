@@ -142,3 +142,107 @@ async fn eventually_async(what: &str, mut check: impl AsyncFnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The intercept's Service patches as the server applies them: the setup patch's `test` ops
+/// hold against the Service as read, the restore brings back exactly the original selector and
+/// ports, and a patch whose `test` no longer holds (someone changed the Service) is refused
+/// with 422 and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_patches_test_what_they_replace() {
+    use czctl::intercept::shape;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Patch, PatchParams};
+
+    let sim = kubesim(&["demo"], &[]);
+    let client = client(&sim).await;
+    let services: Api<Service> = Api::namespaced(client, "demo");
+    let before = serde_json::to_value(services.get("api").await.unwrap()).unwrap();
+    let uid = before["metadata"]["uid"].as_str().unwrap().to_string();
+    let original = shape::of_service(&before).unwrap();
+    let target = shape::hijacked(&original, "api", 80);
+
+    let setup = shape::setup_patch(&uid, &original, &target);
+    let patched = services
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Json::<()>(serde_json::from_value(setup.clone().into()).unwrap()),
+        )
+        .await
+        .expect("the setup patch applies to the Service as read");
+    let hijacked = shape::read(&serde_json::to_value(&patched).unwrap());
+    assert_eq!(hijacked.selector, target.selector);
+
+    // The same setup patch again: its `test` of the original selector no longer holds.
+    let again = services
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Json::<()>(serde_json::from_value(setup.into()).unwrap()),
+        )
+        .await
+        .expect_err("a stale test op is refused");
+    assert_eq!(
+        czctl::intercept::store::status_of(&again),
+        Some(422),
+        "{again}"
+    );
+
+    let restore = shape::restore_patch(&uid, &hijacked, &original);
+    let restored = services
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Json::<()>(serde_json::from_value(restore.into()).unwrap()),
+        )
+        .await
+        .expect("the restore patch applies");
+    let after = serde_json::to_value(&restored).unwrap();
+    assert_eq!(after["spec"]["selector"], before["spec"]["selector"]);
+    assert_eq!(after["spec"]["ports"], before["spec"]["ports"]);
+}
+
+/// The heartbeat Lease: renewed by a merge patch of its MicroTime, read back as alive; a Lease
+/// not renewed for longer than its duration reads as expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_lease_reads_alive_then_expired() {
+    use czctl::intercept::heartbeat;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Patch, PatchParams};
+
+    let sim = kubesim(&["demo"], &[]);
+    let client = client(&sim).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "demo");
+    let lease: Lease = serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "czctl-ic-test"},
+        "spec": {"holderIdentity": "alice@laptop", "leaseDurationSeconds": 30,
+                 "acquireTime": heartbeat::micro_now(), "renewTime": heartbeat::micro_now()},
+    }))
+    .unwrap();
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+    assert_eq!(
+        heartbeat::expired(&client, "demo", "czctl-ic-test").await,
+        Some(false)
+    );
+    // Renewed a minute ago (as a crashed session leaves it): expired.
+    let old = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60))
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    leases
+        .patch(
+            "czctl-ic-test",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"renewTime": old}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        heartbeat::expired(&client, "demo", "czctl-ic-test").await,
+        Some(true)
+    );
+    assert_eq!(
+        heartbeat::expired(&client, "demo", "no-such-lease").await,
+        Some(true)
+    );
+}
