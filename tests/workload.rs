@@ -41,11 +41,8 @@ fn check(values: &std::collections::BTreeMap<String, String>, reader: &str) {
     assert_eq!(values.len(), EXPECTED.len() + 1, "{reader}: {values:?}");
 }
 
-#[test]
-fn env_only_writes_a_private_file_its_readers_agree_on() {
-    use std::os::unix::fs::PermissionsExt;
-    let sim = kubesim(&["demo"], &[]);
-    let file = sim.dir.join("echo.env");
+/// `czctl deployment teleport echo -n demo --env-only -f FILE`, which must succeed.
+fn export_echo(kubeconfig: &std::path::Path, file: &std::path::Path) -> std::process::Output {
     let out = czctl()
         .args([
             "deployment",
@@ -56,9 +53,9 @@ fn env_only_writes_a_private_file_its_readers_agree_on() {
             "--env-only",
             "-f",
         ])
-        .arg(&file)
+        .arg(file)
         .arg("--kubeconfig")
-        .arg(&sim.kubeconfig)
+        .arg(kubeconfig)
         .output()
         .unwrap();
     assert!(
@@ -66,6 +63,15 @@ fn env_only_writes_a_private_file_its_readers_agree_on() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+#[test]
+fn env_only_writes_a_private_file_its_readers_agree_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = kubesim(&["demo"], &[]);
+    let file = sim.dir.join("echo.env");
+    let out = export_echo(&sim.kubeconfig, &file);
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains("s3cr3t"),
         "no secret in logs"
@@ -339,26 +345,7 @@ fn detach_exports_then_leaves_the_namespace_teleported() {
 fn a_tenant_with_only_a_namespaced_role_exports_the_environment() {
     let tenant = kubesim_tenant(&["demo"], "demo");
     let file = tenant.sim.dir.join("tenant.env");
-    let out = czctl()
-        .args([
-            "deployment",
-            "teleport",
-            "echo",
-            "-n",
-            "demo",
-            "--env-only",
-            "-f",
-        ])
-        .arg(&file)
-        .arg("--kubeconfig")
-        .arg(&tenant.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    export_echo(&tenant.kubeconfig, &file);
     let values: std::collections::BTreeMap<String, String> = dotenvy::from_path_iter(&file)
         .unwrap()
         .map(|kv| kv.unwrap())
