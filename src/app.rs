@@ -1,57 +1,62 @@
 //! The composition root: turns parsed arguments into a configured command and runs it.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use crate::cli::{
-    AgentCommand, Cli, CloseArgs, Command, InterceptArgs, NamespaceCommand, Output, ServiceCommand,
-    SessionCommand, StatusArgs, TeleportArgs, WorkloadCommand, WorkloadTeleportArgs,
+    AgentCommand, Cli, CloseArgs, ClusterArgs, Command, InterceptArgs, LogFormat, NamespaceCommand,
+    Output, ServiceCommand, SessionCommand, StatusArgs, TeleportArgs, WorkloadCommand,
+    WorkloadTeleportArgs,
 };
 use crate::cluster::client::ClientOptions;
 use crate::cluster::workload::WorkloadKind;
+use crate::detach::Background;
 use crate::exit::{Code, Fatal};
 use crate::export::ExportOptions;
-use crate::session::manage::{self, Places};
+use crate::session::manage::{self, Places, Which};
+use crate::teleport::launch::{launch, Launch, Launched};
 use crate::teleport::{self, TeleportOptions};
+
+/// One-shot output on stdout: a reader that goes away (`| head`) ends czctl quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => { crate::output::println(format!($($arg)*)) };
+}
+
+/// [`outln!`] without the newline.
+macro_rules! out {
+    ($($arg:tt)*) => { crate::output::print(format!($($arg)*)) };
+}
 
 /// Runs the command the user asked for; returns the exit code (a command run under a
 /// workload teleport passes its own code on).
 pub async fn run(cli: Cli) -> Result<i32, Fatal> {
     let done = |r: Result<(), Fatal>| r.map(|()| 0);
+    let globals = Globals::of(&cli);
+    let cluster = cli.cluster;
     match cli.command {
         Command::Namespace(NamespaceCommand::Teleport(args)) => {
-            let detach = args.detach;
-            let mut options = teleport_options(args)?;
-            match std::env::var(crate::detach::SESSION_ENV) {
-                Ok(session) => {
-                    options.session = Some(session);
-                    options.detached = true;
-                }
-                Err(_) if detach => {
-                    return done(crate::detach::run(
-                        &teleport::session_id(),
-                        &options.state_dir,
-                        Some(&options.hosts_file),
-                    ));
-                }
-                Err(_) => {}
-            }
-            teleport::run(options).await
+            namespace(args, &cluster, &globals).await
         }
         Command::Deployment(WorkloadCommand::Teleport(args)) => {
-            workload(WorkloadKind::Deployment, args).await
+            workload(WorkloadKind::Deployment, args, &cluster, &globals).await
         }
         Command::Statefulset(WorkloadCommand::Teleport(args)) => {
-            workload(WorkloadKind::Statefulset, args).await
+            workload(WorkloadKind::Statefulset, args, &cluster, &globals).await
         }
         Command::Daemonset(WorkloadCommand::Teleport(args)) => {
-            workload(WorkloadKind::Daemonset, args).await
+            workload(WorkloadKind::Daemonset, args, &cluster, &globals).await
         }
-        Command::Job(WorkloadCommand::Teleport(args)) => workload(WorkloadKind::Job, args).await,
+        Command::Job(WorkloadCommand::Teleport(args)) => {
+            workload(WorkloadKind::Job, args, &cluster, &globals).await
+        }
         Command::Cronjob(WorkloadCommand::Teleport(args)) => {
-            workload(WorkloadKind::Cronjob, args).await
+            workload(WorkloadKind::Cronjob, args, &cluster, &globals).await
         }
-        Command::Pod(WorkloadCommand::Teleport(args)) => workload(WorkloadKind::Pod, args).await,
-        Command::Service(ServiceCommand::Intercept(args)) => intercept(args).await,
+        Command::Pod(WorkloadCommand::Teleport(args)) => {
+            workload(WorkloadKind::Pod, args, &cluster, &globals).await
+        }
+        Command::Service(ServiceCommand::Intercept(args)) => intercept(args, &cluster).await,
         Command::Agent(AgentCommand::Tunnel(args)) => crate::tunnel::agent::run(args)
             .await
             .map(|()| 0)
@@ -64,28 +69,80 @@ pub async fn run(cli: Cli) -> Result<i32, Fatal> {
         Command::Session(SessionCommand::List { output }) => done(list(output).await),
         Command::Session(SessionCommand::Close(args)) => done(close(args).await),
         Command::Doctor(args) => {
-            done(crate::doctor::command(&doctor_options(&args)?, args.output == Output::Json).await)
+            done(crate::doctor::command(&doctor_options(&args, &cluster)?, args.output).await)
         }
     }
 }
 
-/// `czctl service intercept SVC`: start one (in the foreground or detached), or `--close`.
-async fn intercept(args: InterceptArgs) -> Result<i32, Fatal> {
+/// The global flags a background child repeats.
+struct Globals {
+    args: Vec<OsString>,
+}
+
+impl Globals {
+    fn of(cli: &Cli) -> Globals {
+        let mut args: Vec<OsString> = Vec::new();
+        if cli.verbose > 0 {
+            args.push(format!("-{}", "v".repeat(usize::from(cli.verbose))).into());
+        }
+        if cli.log_format == LogFormat::Json {
+            args.extend(["--log-format".into(), "json".into()]);
+        }
+        Globals { args }
+    }
+}
+
+fn client_options(cluster: &ClusterArgs) -> ClientOptions {
+    ClientOptions {
+        kubeconfig: cluster.kubeconfig.clone(),
+        context: cluster.context.clone(),
+    }
+}
+
+/// `czctl namespace teleport NS...`: in the background (or reusing this job's session), in
+/// the foreground, or as the background child itself.
+async fn namespace(
+    args: TeleportArgs,
+    cluster: &ClusterArgs,
+    globals: &Globals,
+) -> Result<i32, Fatal> {
+    let foreground = args.foreground;
+    let timeout = args.timeout;
+    let mut options = teleport_options(args, cluster)?;
+    if let Ok(session) = std::env::var(crate::detach::SESSION_ENV) {
+        options.session = Some(session);
+        options.detached = true;
+        return teleport::run(options).await;
+    }
+    let launched = launch(Launch {
+        options,
+        foreground,
+        timeout,
+        global_args: globals.args.clone(),
+    })
+    .await?;
+    match launched.record() {
+        Some(record) => {
+            outln!("{}", record.id);
+            Ok(0)
+        }
+        None => match launched {
+            Launched::Ended(code) => Ok(code),
+            _ => unreachable!("a launch without a background session ran in the foreground"),
+        },
+    }
+}
+
+/// `czctl service intercept SVC`: start one (in the background, or the foreground), or
+/// `--close`.
+async fn intercept(args: InterceptArgs, cluster: &ClusterArgs) -> Result<i32, Fatal> {
     use crate::cli::TunnelKind;
     use crate::intercept::{spec, InterceptOptions, TunnelChoice};
-    if let Some(ns) = args.namespace.as_deref().filter(|ns| !is_dns_label(ns)) {
-        return Err(Fatal::new(
-            Code::Usage,
-            format!("{ns:?} is not a namespace name"),
-        ));
-    }
+    check_namespace_flag(args.namespace.as_deref())?;
     let usage = |e: spec::SpecError| Fatal::new(Code::Usage, e.to_string());
     let header = spec::parse_header(args.header.as_deref()).map_err(usage)?;
     let local = spec::local_target(args.local_port, args.local_url.as_deref()).map_err(usage)?;
-    let client = ClientOptions {
-        kubeconfig: args.cluster.kubeconfig.clone(),
-        context: args.cluster.context.clone(),
-    };
+    let client = client_options(cluster);
     let state_dir = state_dir();
     let tunnel = match args.tunnel {
         TunnelKind::Ngrok if !args.close => {
@@ -109,7 +166,7 @@ async fn intercept(args: InterceptArgs) -> Result<i32, Fatal> {
         )
         .await?;
         for line in said {
-            println!("{line}");
+            outln!("{line}");
         }
         return Ok(0);
     }
@@ -125,81 +182,159 @@ async fn intercept(args: InterceptArgs) -> Result<i32, Fatal> {
         state_dir,
         session: None,
         detached: false,
+        timeout: args.timeout,
     };
     match std::env::var(crate::detach::SESSION_ENV) {
         Ok(session) => {
             options.session = Some(session);
             options.detached = true;
         }
-        Err(_) if args.detach => {
-            let session = teleport::new_id("ic");
-            return crate::detach::run(&session, &options.state_dir, None).map(|()| 0);
+        Err(_) if !args.foreground => {
+            let background = Background {
+                session: teleport::new_id("ic"),
+                state_dir: options.state_dir.clone(),
+                hosts_file: None,
+                args: crate::detach::own_args(),
+                // The child's own --timeout fires first and cleans up; this is the backstop.
+                timeout: args.timeout + std::time::Duration::from_secs(30),
+            };
+            // The child writes its own record once it knows the cluster.
+            crate::detach::start(&background, |_| Ok(())).await?;
+            outln!("{}", background.session);
+            return Ok(0);
         }
         Err(_) => {}
     }
     crate::intercept::run(options).await
 }
 
-/// `czctl KIND teleport NAME`: export, then teleport the namespace (unless `--env-only`),
-/// running the command, if any, with the exported environment.
-async fn workload(kind: WorkloadKind, args: WorkloadTeleportArgs) -> Result<i32, Fatal> {
-    if let Some(ns) = args.namespace.as_deref().filter(|ns| !is_dns_label(ns)) {
+/// `czctl KIND teleport NAME`: export, then teleport the namespace (unless `--env-only`) in
+/// the background or reusing this job's session of it, or run the command with the
+/// exported environment while a teleport lasts.
+async fn workload(
+    kind: WorkloadKind,
+    args: WorkloadTeleportArgs,
+    cluster: &ClusterArgs,
+    globals: &Globals,
+) -> Result<i32, Fatal> {
+    check_namespace_flag(args.namespace.as_deref())?;
+    if let Ok(session) = std::env::var(crate::detach::SESSION_ENV) {
         return Err(Fatal::new(
             Code::Usage,
-            format!("{ns:?} is not a namespace name"),
+            format!("a background session ({session}) runs `namespace teleport`, not a workload export; unset {}", crate::detach::SESSION_ENV),
         ));
     }
     let options = ExportOptions {
         kind,
         name: args.name.clone(),
         namespace: args.namespace.clone(),
-        client: ClientOptions {
-            kubeconfig: args.cluster.kubeconfig.clone(),
-            context: args.cluster.context.clone(),
-        },
+        client: client_options(cluster),
         container: args.container.clone(),
         file: args.file.clone(),
         format: args.format,
         command: args.command.clone(),
     };
-    let exported = crate::export::export(&options).await?;
+    let prepared = crate::export::prepare(&options).await?;
     if args.env_only {
+        let exported = prepared.write(&options, &BTreeMap::new())?;
         return match exported.command {
-            Some(command) => {
-                let mut child = teleport::command::spawn(&command)?;
-                let status = child.wait().await.map_err(|e| {
-                    Fatal::new(Code::Local, format!("cannot wait for the command: {e}"))
-                })?;
-                Ok(teleport::command::code_of(status))
-            }
+            Some(command) => run_command(&command).await,
             None => Ok(0),
         };
     }
-    let mut teleport = teleport_options(TeleportArgs {
-        namespaces: vec![exported.namespace],
-        cluster: args.cluster,
-        selector: None,
-        hosts_file: args.hosts_file,
-        cluster_domain: args.cluster_domain,
-        detach: args.detach,
-    })?;
-    teleport.command = exported.command;
-    match std::env::var(crate::detach::SESSION_ENV) {
-        Ok(session) => {
-            teleport.session = Some(session);
-            teleport.detached = true;
+    let namespace = prepared.namespace().to_string();
+    let mut teleport = teleport_options(
+        TeleportArgs {
+            namespaces: vec![namespace],
+            selector: None,
+            hosts_file: args.hosts_file,
+            cluster_domain: args.cluster_domain,
+            foreground: args.foreground,
+            detach: false,
+            timeout: args.timeout,
+        },
+        cluster,
+    )?;
+    let with_command = !args.command.is_empty();
+    // A command runs attached by nature: the teleport lasts while it runs.
+    let foreground = args.foreground || with_command;
+    // Until the teleport is ready, the export cannot know the loopback addresses its Service
+    // links name: it is written (and the command's environment made) once they are known.
+    let prepared = std::sync::Arc::new(std::sync::Mutex::new(Some(prepared)));
+    let write = {
+        let prepared = prepared.clone();
+        let options = options.clone();
+        move |addresses: &BTreeMap<String, std::net::Ipv4Addr>| {
+            let prepared = prepared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .expect("the export is written once");
+            prepared.write(&options, addresses).map(|e| e.command)
         }
-        Err(_) if args.detach => {
-            return crate::detach::run(
-                &teleport::session_id(),
-                &teleport.state_dir,
-                Some(&teleport.hosts_file),
-            )
-            .map(|()| 0);
-        }
-        Err(_) => {}
+    };
+    if foreground {
+        teleport.command = with_command.then(|| teleport::command::CommandSpec {
+            argv: args.command.clone(),
+            env: Vec::new(),
+        });
+        teleport.on_ready = Some(teleport::OnReady::new(Box::new(write.clone())));
     }
-    teleport::run(teleport).await
+    let launched = launch(Launch {
+        options: teleport,
+        foreground,
+        timeout: args.timeout,
+        global_args: globals.args.clone(),
+    })
+    .await?;
+    let (record, new) = match launched {
+        Launched::Ended(code) => return Ok(code),
+        Launched::Reused(record) => (record, false),
+        Launched::Started(record) => (record, true),
+    };
+    let written = async {
+        let addresses = teleport::launch::addresses(&record).await?;
+        write(&addresses)
+    }
+    .await;
+    match written {
+        // A reused session keeps running: the command runs beside it.
+        Ok(Some(command)) => run_command(&command).await,
+        Ok(None) => {
+            if args.file.is_some() {
+                outln!("{}", record.id);
+            }
+            Ok(0)
+        }
+        Err(e) if new => {
+            // Nothing half-done: the session started for this export ends with it.
+            let closed = crate::session::manage::close_live(&record).await;
+            Err(Fatal::new(e.code, format!("{}\n{closed}", e.message)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs a command with its environment and returns its exit code.
+async fn run_command(command: &teleport::command::CommandSpec) -> Result<i32, Fatal> {
+    let mut child = teleport::command::spawn(command)?;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| Fatal::new(Code::Local, format!("cannot wait for the command: {e}")))?;
+    Ok(teleport::command::code_of(status))
+}
+
+fn check_namespace_flag(namespace: Option<&str>) -> Result<(), Fatal> {
+    match namespace.filter(|ns| !is_dns_label(ns)) {
+        Some(ns) => Err(Fatal::new(
+            Code::Usage,
+            format!(
+                "{ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn places(hosts_file: PathBuf) -> Places {
@@ -217,7 +352,7 @@ async fn status(args: StatusArgs) -> Result<(), Fatal> {
     )
     .await?;
     match args.output {
-        Output::Json => {
+        Output::Json | Output::Yaml => {
             let sessions: Vec<serde_json::Value> = found
                 .iter()
                 .map(|(record, status)| {
@@ -229,14 +364,14 @@ async fn status(args: StatusArgs) -> Result<(), Fatal> {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::json!({ "sessions": sessions }));
+            print_data(args.output, &serde_json::json!({ "sessions": sessions }))?;
         }
         Output::Text => {
             if found.is_empty() {
                 eprintln!("czctl: no running sessions");
             }
             for (record, status) in &found {
-                println!(
+                outln!(
                     "session {} ({} {}, pid {}, context {}, since {})",
                     record.id,
                     record.kind,
@@ -245,7 +380,7 @@ async fn status(args: StatusArgs) -> Result<(), Fatal> {
                     record.context,
                     record.started
                 );
-                print!("{}", crate::session::status::render(status));
+                out!("{}", crate::session::status::render(status));
             }
         }
     }
@@ -256,11 +391,18 @@ async fn list(output: Output) -> Result<(), Fatal> {
     let mut sessions = manage::list(&places(PathBuf::from("/etc/hosts")))?;
     crate::session::intercepts::mark_expired(&mut sessions).await;
     match output {
-        Output::Json => println!("{}", serde_json::json!({ "sessions": sessions })),
+        Output::Json | Output::Yaml => {
+            print_data(output, &serde_json::json!({ "sessions": sessions }))?
+        }
         Output::Text => {
-            println!(
-                "{:<12} {:<9} {:<8} {:<8} {:<20} WHAT",
-                "SESSION", "KIND", "PID", "STATE", "STARTED"
+            outln!(
+                "{:<12} {:<9} {:<8} {:<8} {:<20} {:<14} WHAT",
+                "SESSION",
+                "KIND",
+                "PID",
+                "STATE",
+                "STARTED",
+                "JOB"
             );
             for s in &sessions {
                 let state = if s.stale {
@@ -268,13 +410,14 @@ async fn list(output: Output) -> Result<(), Fatal> {
                 } else {
                     s.record.state.as_str()
                 };
-                println!(
-                    "{:<12} {:<9} {:<8} {:<8} {:<20} {}",
+                outln!(
+                    "{:<12} {:<9} {:<8} {:<8} {:<20} {:<14} {}",
                     s.record.id,
                     s.record.kind,
                     s.record.pid,
                     state,
                     s.record.started,
+                    s.record.group.as_deref().unwrap_or("-"),
                     match &s.record.intercept {
                         Some(ic) => format!(
                             "{}/{} {} -> {}",
@@ -290,18 +433,52 @@ async fn list(output: Output) -> Result<(), Fatal> {
 }
 
 async fn close(args: CloseArgs) -> Result<(), Fatal> {
-    let session = if args.all {
-        None
-    } else {
-        args.session.as_deref()
+    let which = match args.session {
+        Some(id) if !args.all => Which::One(id),
+        _ => Which::All {
+            group: crate::session::group::current(),
+        },
     };
-    for line in manage::close(&places(args.hosts_file), session, args.force).await? {
-        println!("{line}");
+    let closing = manage::close(&places(args.hosts_file), &which, args.force, args.forget).await;
+    for line in &closing.said {
+        outln!("{line}");
+    }
+    let mut failed = closing.failed.into_iter();
+    let Some(first) = failed.next() else {
+        return Ok(());
+    };
+    let rest: Vec<Fatal> = failed.collect();
+    if rest.is_empty() {
+        return Err(first);
+    }
+    let mut message = format!(
+        "{} sessions could not be closed:\n- {}",
+        rest.len() + 1,
+        first.message
+    );
+    for e in &rest {
+        message.push_str(&format!("\n- {}", e.message));
+    }
+    Err(Fatal::new(first.code, message))
+}
+
+/// Prints data as JSON or YAML on stdout.
+fn print_data(output: Output, value: &serde_json::Value) -> Result<(), Fatal> {
+    match output {
+        Output::Yaml => {
+            let text = serde_saphyr::to_string(value)
+                .map_err(|e| Fatal::new(Code::Failure, format!("cannot write YAML: {e}")))?;
+            out!("{text}");
+        }
+        _ => outln!("{value}"),
     }
     Ok(())
 }
 
-fn doctor_options(args: &crate::cli::DoctorArgs) -> Result<crate::doctor::DoctorOptions, Fatal> {
+fn doctor_options(
+    args: &crate::cli::DoctorArgs,
+    cluster: &ClusterArgs,
+) -> Result<crate::doctor::DoctorOptions, Fatal> {
     if let Some(ns) = args.namespace.as_deref().filter(|ns| !is_dns_label(ns)) {
         return Err(Fatal::new(
             Code::Usage,
@@ -311,17 +488,14 @@ fn doctor_options(args: &crate::cli::DoctorArgs) -> Result<crate::doctor::Doctor
         ));
     }
     Ok(crate::doctor::DoctorOptions {
-        client: ClientOptions {
-            kubeconfig: args.cluster.kubeconfig.clone(),
-            context: args.cluster.context.clone(),
-        },
+        client: client_options(cluster),
         namespace: args.namespace.clone(),
         hosts_file: args.hosts_file.clone(),
         registry_dir: registry_dir(),
     })
 }
 
-fn teleport_options(args: TeleportArgs) -> Result<TeleportOptions, Fatal> {
+fn teleport_options(args: TeleportArgs, cluster: &ClusterArgs) -> Result<TeleportOptions, Fatal> {
     for ns in &args.namespaces {
         if !is_dns_label(ns) {
             return Err(Fatal::new(
@@ -348,10 +522,7 @@ fn teleport_options(args: TeleportArgs) -> Result<TeleportOptions, Fatal> {
     }
     Ok(TeleportOptions {
         namespaces: args.namespaces,
-        client: ClientOptions {
-            kubeconfig: args.cluster.kubeconfig,
-            context: args.cluster.context,
-        },
+        client: client_options(cluster),
         labels: args.selector,
         hosts_file: args.hosts_file,
         cluster_domain: args.cluster_domain,
@@ -360,6 +531,7 @@ fn teleport_options(args: TeleportArgs) -> Result<TeleportOptions, Fatal> {
         session: None,
         detached: false,
         command: None,
+        on_ready: None,
     })
 }
 

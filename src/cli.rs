@@ -14,6 +14,9 @@ pub struct Cli {
     /// Log format on stderr: text for people, json (one object per line) for log collectors.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Kubernetes client options (accepted before or after the subcommand).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -35,22 +38,40 @@ pub enum Command {
     #[command(subcommand)]
     Namespace(NamespaceCommand),
     /// Export a Deployment's configuration and teleport its namespace.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        mut_subcommand("teleport", |c: clap::Command| c.after_help("Example:\n  czctl deployment teleport api -n staging -f api.env"))
+    )]
     Deployment(WorkloadCommand),
     /// Export a StatefulSet's configuration and teleport its namespace.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        mut_subcommand("teleport", |c: clap::Command| c.after_help("Example:\n  czctl statefulset teleport db -n staging -f db.env"))
+    )]
     Statefulset(WorkloadCommand),
     /// Export a DaemonSet's configuration and teleport its namespace.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        mut_subcommand("teleport", |c: clap::Command| c.after_help("Example:\n  czctl daemonset teleport log-agent -n monitoring -f agent.env"))
+    )]
     Daemonset(WorkloadCommand),
     /// Export a Job's configuration and teleport its namespace.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        mut_subcommand("teleport", |c: clap::Command| c.after_help("Example:\n  czctl job teleport migrate -n staging -- ./migrate.sh"))
+    )]
     Job(WorkloadCommand),
     /// Export a CronJob's configuration and teleport its namespace.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        mut_subcommand("teleport", |c: clap::Command| c.after_help("Example:\n  czctl cronjob teleport nightly-report -n staging -f report.env"))
+    )]
     Cronjob(WorkloadCommand),
     /// Export a Pod's configuration and teleport its namespace.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        mut_subcommand("teleport", |c: clap::Command| c.after_help("Example:\n  czctl pod teleport api-7d9f8-abcde -n staging -f api.env"))
+    )]
     Pod(WorkloadCommand),
     /// Route requests carrying your header from a Service to a server on this machine.
     #[command(subcommand)]
@@ -87,9 +108,6 @@ pub enum Shell {
 /// `czctl doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Kubernetes client options.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
     /// The namespace whose rights are checked (default: the context's, else default).
     #[arg(short = 'n', long, value_name = "NS")]
     pub namespace: Option<String>,
@@ -109,6 +127,8 @@ pub enum Output {
     Text,
     /// JSON for scripts.
     Json,
+    /// YAML for scripts and people.
+    Yaml,
 }
 
 /// `czctl status`.
@@ -132,7 +152,8 @@ pub enum SessionCommand {
         output: Output,
     },
     /// End sessions and clean up what they added (hosts entries, addresses, intercept routes),
-    /// stale ones too. Closing a session that is already closed succeeds.
+    /// stale ones too. Closing a session that is already closed succeeds; an unknown id is an
+    /// error. Inside a CI job, --all closes that job's sessions and stale ones only.
     Close(CloseArgs),
 }
 
@@ -143,9 +164,14 @@ pub struct CloseArgs {
     /// The session to close.
     #[arg(value_name = "SESSION")]
     pub session: Option<String>,
-    /// Close every session, and remove stale czctl blocks from the hosts file.
+    /// Close every session (inside a CI job: the job's and stale ones), and remove stale czctl
+    /// blocks from the hosts file. Tries every session and reports each one it cannot close.
     #[arg(long)]
     pub all: bool,
+    /// Discard the session's local record without closing what it holds in the cluster (for
+    /// a session whose cluster or kubeconfig is gone); says what is left and how to remove it.
+    #[arg(long, conflicts_with = "all")]
+    pub forget: bool,
     /// The hosts file to sweep for stale blocks with --all.
     #[arg(long, default_value = "/etc/hosts", value_name = "PATH")]
     pub hosts_file: PathBuf,
@@ -180,7 +206,7 @@ pub struct InterceptArgs {
     #[arg(short = 'x', long = "header", value_name = "NAME:VALUE")]
     pub header: Option<String>,
     /// The local port matching requests go to (on 127.0.0.1) [default: 8080].
-    #[arg(short = 'l', long = "local-port", value_name = "PORT")]
+    #[arg(short = 'p', long = "local-port", value_name = "PORT")]
     pub local_port: Option<u16>,
     /// Where matching requests go, as http://HOST:PORT.
     #[arg(long, value_name = "URL")]
@@ -193,8 +219,12 @@ pub struct InterceptArgs {
     /// endpoint (NGROK_AUTHTOKEN) guarded by a per-session secret header.
     #[arg(long, value_enum, default_value_t = TunnelKind::Cluster)]
     pub tunnel: TunnelKind,
-    /// Run in the background; print the session id on stdout once requests are routed.
-    #[arg(long, conflicts_with = "close")]
+    /// Stay attached until Ctrl-C, instead of returning once requests are routed (the
+    /// session then runs in the background and its id is printed on stdout).
+    #[arg(long, visible_alias = "fg", conflicts_with = "close")]
+    pub foreground: bool,
+    /// Run in the background (the default; kept for older scripts).
+    #[arg(long, hide = true, conflicts_with_all = ["close", "foreground"])]
     pub detach: bool,
     /// Close intercepts of SERVICE instead: this machine's, and any whose heartbeat expired.
     #[arg(long)]
@@ -208,9 +238,11 @@ pub struct InterceptArgs {
     /// The tunnel agent's image (czctl's own).
     #[arg(long, value_name = "IMAGE", default_value = crate::intercept::manifests::DEFAULT_AGENT_IMAGE)]
     pub agent_image: String,
-    /// Kubernetes client options.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
+    /// How long the start may wait for the router and the tunnel agent (90s, 5m, or seconds).
+    /// A pod that cannot start (image pull error, crash loop, unschedulable) fails it at once;
+    /// either way everything the start created is removed again.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// Tunnel kinds.
@@ -232,9 +264,10 @@ pub enum AgentCommand {
 /// `czctl KIND ...` for workloads.
 #[derive(Debug, Subcommand)]
 pub enum WorkloadCommand {
-    /// Write the workload's environment (env, envFrom, ConfigMaps, Secrets, downward API) to a
-    /// file as the kubelet resolves it, teleport its namespace, and optionally run a command
-    /// with that environment: `czctl deployment teleport api -n staging -- npm test`.
+    /// Write the workload's environment (env, envFrom, ConfigMaps, Secrets, downward API,
+    /// Service links) to a file as the kubelet resolves it and teleport its namespace in the
+    /// background (reusing this job's teleport of it if there is one), or run a command with
+    /// that environment while the teleport lasts (`-- COMMAND`).
     Teleport(WorkloadTeleportArgs),
 }
 
@@ -257,15 +290,19 @@ pub struct WorkloadTeleportArgs {
     #[arg(long, value_enum, default_value_t = crate::env::format::Format::Env)]
     pub format: crate::env::format::Format,
     /// Only export the configuration; do not teleport the namespace.
-    #[arg(long, conflicts_with = "detach")]
+    #[arg(long, conflicts_with_all = ["detach", "foreground"])]
     pub env_only: bool,
-    /// Return once the namespace is teleported, leaving the session in the background; prints
-    /// the session id on stdout (needs -f, so the variables never go to a terminal or log).
-    #[arg(long, conflicts_with = "command", requires = "file")]
+    /// Stay attached, following changes until Ctrl-C, instead of returning once the namespace
+    /// is teleported (the session then runs in the background; with -f its id is printed on
+    /// stdout).
+    #[arg(long, visible_alias = "fg", conflicts_with = "command")]
+    pub foreground: bool,
+    /// Run in the background (the default; kept for older scripts).
+    #[arg(long, hide = true, conflicts_with_all = ["command", "foreground"])]
     pub detach: bool,
-    /// Kubernetes client options.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
+    /// How long the teleport may take to get ready before it is stopped and undone.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
     /// The hosts file to add names to.
     #[arg(long, default_value = "/etc/hosts", value_name = "PATH")]
     pub hosts_file: PathBuf,
@@ -282,19 +319,41 @@ pub struct WorkloadTeleportArgs {
 #[derive(Debug, Subcommand)]
 pub enum NamespaceCommand {
     /// Make every Service of the namespaces reachable from this machine by its cluster names
-    /// (svc, svc.NS, svc.NS.svc.cluster.local) until interrupted.
+    /// (svc, svc.NS, svc.NS.svc.cluster.local). Returns once they answer, leaving the session
+    /// in the background (its id on stdout), or reuses this job's teleport of the namespaces.
+    #[command(
+        after_help = "Examples:\n  czctl namespace teleport staging\n  czctl namespace teleport staging payments --foreground"
+    )]
     Teleport(TeleportArgs),
 }
 
 /// Options of the Kubernetes client, as kubectl has them.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct ClusterArgs {
     /// The kubeconfig context to use (default: its current context).
-    #[arg(long, value_name = "CONTEXT")]
+    #[arg(long, global = true, value_name = "CONTEXT")]
     pub context: Option<String>,
     /// The kubeconfig file (default: KUBECONFIG, then ~/.kube/config).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+}
+
+/// Parses a timeout: seconds (`90`), or with units (`90s`, `5m`, `1m30s`, `500ms`); longer
+/// than zero.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let bad =
+        || format!("{text:?} is not a duration; write seconds (90) or with units (90s, 5m, 1m30s)");
+    let duration = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        std::time::Duration::from_secs(text.parse().map_err(|_| bad())?)
+    } else {
+        let parsed: jiff::SignedDuration = text.parse().map_err(|_| bad())?;
+        std::time::Duration::try_from(parsed).map_err(|_| bad())?
+    };
+    if duration.is_zero() {
+        return Err(format!("{text:?}: the timeout must be longer than zero"));
+    }
+    Ok(duration)
 }
 
 /// `czctl namespace teleport`.
@@ -303,9 +362,6 @@ pub struct TeleportArgs {
     /// Namespaces to teleport; the first one's Services also get their bare names.
     #[arg(required = true, value_name = "NS")]
     pub namespaces: Vec<String>,
-    /// Kubernetes client options.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
     /// Only Services matching this label selector.
     #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
     pub selector: Option<String>,
@@ -315,8 +371,31 @@ pub struct TeleportArgs {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
     pub cluster_domain: String,
-    /// Return once every forwardable Service is reachable by name, leaving the session
-    /// running in the background; prints the session id on stdout.
-    #[arg(long)]
+    /// Stay attached, printing a line per change, until Ctrl-C or `czctl session close`,
+    /// instead of returning once every forwardable Service is reachable by name.
+    #[arg(long, visible_alias = "fg")]
+    pub foreground: bool,
+    /// Run in the background (the default; kept for older scripts).
+    #[arg(long, hide = true, conflicts_with = "foreground")]
     pub detach: bool,
+    /// How long the teleport may take to get ready before it is stopped and undone.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("120"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
 }

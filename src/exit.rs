@@ -10,6 +10,12 @@
 //! | 5 | not found: namespace or object does not exist |
 //! | 6 | local system: hosts file, addresses, ports, permissions on this machine |
 //! | 7 | conflict: the cluster is not as czctl left it (a foreign change, a stale or clashing intercept) |
+//!
+//! The same table is [`TABLE`] (the man pages' EXIT STATUS; a test keeps the two equal).
+//! Kubernetes client errors become messages for people with [`from_kube`] and
+//! [`kube_problem`]: a 401 says the credentials were refused (3), a 403 names the missing
+//! right (4), a connection failure names the API server and the cause (refused, DNS, TLS) (3);
+//! never a debug dump of the API's Status.
 
 /// What kind of failure ended the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,33 +56,300 @@ impl Fatal {
     }
 }
 
-/// Classifies a Kubernetes API error for the exit code and adds the next step to its message.
-pub fn from_kube(context: &str, err: &kube::Error) -> Fatal {
-    match err {
-        kube::Error::Api(status) if status.code == 403 => Fatal::new(
-            Code::Forbidden,
-            format!("{context}: {}\nAsk your cluster admin for that right (czctl needs list and watch on services and endpointslices, and create on pods/portforward).", status.message),
-        ),
-        kube::Error::Api(status) if status.code == 401 => Fatal::new(
-            Code::Config,
-            format!("{context}: the API server does not accept your credentials ({}); log in again or check the kubeconfig user", status.message),
-        ),
-        kube::Error::Api(status) if status.code == 404 => {
-            Fatal::new(Code::NotFound, format!("{context}: {}", status.message))
-        }
-        kube::Error::Api(status) if status.code == 400 || status.code == 422 => Fatal::new(
-            Code::Usage,
-            format!("{context}: the API server rejected the request: {}", status.message),
-        ),
-        kube::Error::Api(status) => Fatal::new(
-            Code::Config,
-            format!("{context}: the API server answered {} {}: {}", status.code, status.reason, status.message),
-        ),
-        other => Fatal::new(
-            Code::Config,
-            format!("{context}: cannot reach the cluster: {}\nCheck that the cluster in your kubeconfig is reachable (kubectl cluster-info).", chain(other)),
-        ),
+/// Every exit code and what it means, as the module documentation and the man pages' EXIT
+/// STATUS show them.
+pub const TABLE: [(u8, &str); 8] = [
+    (0, "success"),
+    (1, "unexpected failure"),
+    (2, "usage: bad arguments (clap)"),
+    (3, "kubeconfig, connection or authentication problem"),
+    (4, "forbidden: a Kubernetes right is missing"),
+    (5, "not found: namespace or object does not exist"),
+    (
+        6,
+        "local system: hosts file, addresses, ports, permissions on this machine",
+    ),
+    (
+        7,
+        "conflict: the cluster is not as czctl left it (a foreign change, a stale or clashing intercept)",
+    ),
+];
+
+/// The API server this run talks to, for messages about failed requests (one cluster per
+/// process); set by [`crate::cluster::client::connect`].
+static SERVER: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Remembers the API server URL that later error messages name.
+pub fn set_server(url: &str) {
+    if let Ok(mut server) = SERVER.lock() {
+        *server = Some(url.trim_end_matches('/').to_string());
     }
+}
+
+fn server() -> Option<String> {
+    SERVER.lock().ok().and_then(|s| s.clone())
+}
+
+/// What went wrong with a Kubernetes request, for people: no debug dumps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeProblem {
+    /// The exit code it deserves.
+    pub code: Code,
+    /// What happened, on one line: `the API server at URL refused the credentials (401
+    /// Unauthorized)`, `cannot reach the API server at URL: connection refused ...`.
+    pub what: String,
+    /// The next step.
+    pub fix: String,
+}
+
+/// Classifies a Kubernetes client error; `server` is the API server URL to name (the one
+/// given to [`set_server`] when `None`).
+pub fn kube_problem(err: &kube::Error, server: Option<&str>) -> KubeProblem {
+    let server = server
+        .map(|s| s.trim_end_matches('/').to_string())
+        .or_else(self::server);
+    classify(err, server.as_deref(), true)
+}
+
+/// [`kube_problem`]; `name_server` says whether messages name `server` (the caller's context
+/// may name it already).
+fn classify(err: &kube::Error, server: Option<&str>, name_server: bool) -> KubeProblem {
+    let at = server
+        .filter(|_| name_server)
+        .map(|s| format!(" at {s}"))
+        .unwrap_or_default();
+    match err {
+        kube::Error::Api(status) => api_problem(status, &at),
+        kube::Error::Auth(e) => KubeProblem {
+            code: Code::Config,
+            what: format!(
+                "cannot get credentials for the API server{at}: {}",
+                chain(e)
+            ),
+            fix: "check the user of the context in the kubeconfig (kubectl config view \
+                  --minify): its exec plugin, token file or client certificate"
+                .into(),
+        },
+        other => {
+            let (cause, fix) = connection_cause(other, server);
+            KubeProblem {
+                code: Code::Config,
+                what: format!("cannot reach the API server{at}: {cause}"),
+                fix: fix.into(),
+            }
+        }
+    }
+}
+
+fn api_problem(status: &kube::core::Status, at: &str) -> KubeProblem {
+    let reason = if status.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", status.reason)
+    };
+    let message = status.message.trim();
+    let with_message = |text: String| {
+        if message.is_empty() || message.eq_ignore_ascii_case(status.reason.as_str()) {
+            text
+        } else {
+            format!("{text}: {message}")
+        }
+    };
+    match status.code {
+        401 => KubeProblem {
+            code: Code::Config,
+            what: with_message(format!(
+                "the API server{at} refused the credentials of your kubeconfig (401{reason})"
+            )),
+            fix: "log in again (a token or client certificate may have expired), or check the \
+                  user of the context: kubectl config view --minify"
+                .into(),
+        },
+        403 => {
+            let fix = match missing_right(message) {
+                Some(right) => format!(
+                    "ask your cluster admin for that right (check it with: kubectl auth can-i {right})"
+                ),
+                None => "ask your cluster admin for that right (kubectl auth can-i --list shows \
+                         yours)"
+                    .into(),
+            };
+            KubeProblem {
+                code: Code::Forbidden,
+                what: if message.is_empty() {
+                    format!("forbidden (403{reason})")
+                } else {
+                    message.to_string()
+                },
+                fix,
+            }
+        }
+        404 => KubeProblem {
+            code: Code::NotFound,
+            what: with_message(format!("not found (404{reason})")),
+            fix: String::new(),
+        },
+        400 | 422 => KubeProblem {
+            code: Code::Usage,
+            what: with_message(format!(
+                "the API server rejected the request ({}{reason})",
+                status.code
+            )),
+            fix: String::new(),
+        },
+        code => KubeProblem {
+            code: Code::Config,
+            what: with_message(format!("the API server{at} answered {code}{reason}")),
+            fix: "try again; if it persists, check the API server (kubectl cluster-info)".into(),
+        },
+    }
+}
+
+/// The right a 403 message names, as `kubectl auth can-i` takes it: the API server says
+/// `... cannot VERB resource "RESOURCE[/SUB]" in API group "GROUP" in the namespace "NS"`.
+fn missing_right(message: &str) -> Option<String> {
+    let rest = &message[message.find(" cannot ")? + " cannot ".len()..];
+    let (verb, rest) = rest.split_once(" resource \"")?;
+    let (resource, rest) = rest.split_once('"')?;
+    let group = rest
+        .split_once("in API group \"")
+        .and_then(|(_, g)| g.split_once('"'))
+        .map(|(g, _)| g)
+        .unwrap_or("");
+    let namespace = rest
+        .split_once("in the namespace \"")
+        .and_then(|(_, n)| n.split_once('"'))
+        .map(|(n, _)| n);
+    if verb.contains(' ') || resource.is_empty() {
+        return None;
+    }
+    let (resource, sub) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s)),
+        None => (resource, None),
+    };
+    let mut right = format!("{verb} {resource}");
+    if !group.is_empty() {
+        right.push('.');
+        right.push_str(group);
+    }
+    if let Some(sub) = sub {
+        right.push_str(&format!(" --subresource={sub}"));
+    }
+    // Without a namespace the request was at the cluster scope.
+    if let Some(ns) = namespace {
+        right.push_str(&format!(" -n {ns}"));
+    }
+    Some(right)
+}
+
+/// Why a connection to the API server failed, and what to check.
+fn connection_cause(err: &kube::Error, server: Option<&str>) -> (String, &'static str) {
+    const ADDRESS: &str = "check the server address in the kubeconfig and that the cluster is \
+                           reachable from here (kubectl cluster-info): VPN, proxy settings";
+    const TLS: &str = "check the cluster's certificate-authority(-data) in the kubeconfig, or \
+                       fetch a fresh kubeconfig for the cluster";
+    let host = server
+        .and_then(|s| s.split_once("://").map(|(_, rest)| rest))
+        .map(|rest| rest.split(['/', ':']).next().unwrap_or(rest).to_string());
+    for e in causes(err) {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return (tls_cause(tls, host.as_deref()), TLS);
+        }
+        let Some(io) = e.downcast_ref::<std::io::Error>() else {
+            continue;
+        };
+        let cause = match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                "connection refused: nothing listens at that address and port".to_string()
+            }
+            std::io::ErrorKind::TimedOut => "the connection timed out".to_string(),
+            std::io::ErrorKind::ConnectionReset => "the server reset the connection".to_string(),
+            std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
+                io.to_string()
+            }
+            _ => continue,
+        };
+        return (cause, ADDRESS);
+    }
+    let text = chain(err);
+    if let Some(at) = text.find("dns error: ") {
+        let detail = &text[at + "dns error: ".len()..];
+        let name = host.map(|h| format!(" {h}")).unwrap_or_default();
+        return (
+            format!("the host name{name} does not resolve (DNS: {detail})"),
+            ADDRESS,
+        );
+    }
+    let text = text
+        .trim_start_matches("ServiceError: ")
+        .trim_start_matches("HyperError: ")
+        .trim_start_matches("client error (Connect): ")
+        .to_string();
+    (text, ADDRESS)
+}
+
+/// `err` and its causes, looking inside I/O errors too (their `source` skips the error they
+/// wrap, such as a TLS error).
+fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        out.push(e);
+        let wrapped = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        next = wrapped.or_else(|| e.source());
+    }
+    out
+}
+
+fn tls_cause(err: &rustls::Error, host: Option<&str>) -> String {
+    use rustls::CertificateError as C;
+    let host = host.unwrap_or("its address");
+    match err {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "TLS: the server's certificate is not signed by the certificate authority in the \
+             kubeconfig (unknown issuer)"
+                .into()
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName)
+        | rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => {
+            format!("TLS: the server's certificate is not valid for {host}")
+        }
+        rustls::Error::InvalidCertificate(C::Expired)
+        | rustls::Error::InvalidCertificate(C::ExpiredContext { .. }) => {
+            "TLS: the server's certificate has expired".into()
+        }
+        other => format!("TLS handshake failed: {other}"),
+    }
+}
+
+/// A Kubernetes client error on one line, for people: what [`kube_problem`] says, without
+/// the fix.
+pub fn describe(err: &kube::Error) -> String {
+    kube_problem(err, None).what
+}
+
+/// Classifies a Kubernetes API error for the exit code and adds the next step to its message.
+/// Connection and credential problems name the API server (see [`set_server`]); no debug
+/// dumps.
+pub fn from_kube(context: &str, err: &kube::Error) -> Fatal {
+    let server = server();
+    // The context often names the server already ("cannot check namespace demo at URL").
+    let named = server.as_deref().is_some_and(|s| context.contains(s));
+    let problem = classify(err, server.as_deref(), !named);
+    let mut message = format!("{context}: {}", problem.what);
+    let mut fix = problem.fix.chars();
+    if let Some(first) = fix.next() {
+        message.push('\n');
+        message.extend(first.to_uppercase());
+        message.push_str(fix.as_str());
+        message.push('.');
+    }
+    Fatal::new(problem.code, message)
 }
 
 /// An error and its causes on one line (`a: b: c`), so "connection refused" is not hidden
@@ -93,4 +366,138 @@ pub fn chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, reason)
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn the_module_table_is_the_exit_status_table() {
+        let rows: Vec<String> = include_str!("exit.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | "))
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+            .map(str::to_string)
+            .collect();
+        let table: Vec<String> = TABLE
+            .iter()
+            .map(|(code, meaning)| format!("{code} | {meaning} |"))
+            .collect();
+        assert_eq!(rows, table);
+        for code in [
+            Code::Failure,
+            Code::Usage,
+            Code::Config,
+            Code::Forbidden,
+            Code::NotFound,
+            Code::Local,
+            Code::Conflict,
+        ] {
+            assert!(TABLE.iter().any(|(c, _)| *c == code as u8), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_401_says_the_credentials_were_refused_without_a_dump() {
+        let problem = kube_problem(
+            &api(401, "Unauthorized", "Unauthorized"),
+            Some("https://k:6443/"),
+        );
+        assert_eq!(problem.code, Code::Config);
+        assert_eq!(
+            problem.what,
+            "the API server at https://k:6443 refused the credentials of your kubeconfig (401 Unauthorized)"
+        );
+        assert!(problem.fix.contains("log in again"), "{}", problem.fix);
+        let fatal = from_kube(
+            "listing services",
+            &api(401, "Unauthorized", "Unauthorized"),
+        );
+        assert_eq!(fatal.code, Code::Config);
+        assert!(!fatal.message.contains("Status {"), "{}", fatal.message);
+        assert!(!fatal.message.contains("ApiError"), "{}", fatal.message);
+    }
+
+    #[test]
+    fn a_403_names_the_missing_right() {
+        let message = r#"pods "web-1" is forbidden: User "dev" cannot create resource "pods/portforward" in API group "" in the namespace "demo""#;
+        let fatal = from_kube("forwarding", &api(403, "Forbidden", message));
+        assert_eq!(fatal.code, Code::Forbidden);
+        assert!(fatal
+            .message
+            .starts_with(&format!("forwarding: {message}\n")));
+        assert!(
+            fatal
+                .message
+                .contains("kubectl auth can-i create pods --subresource=portforward -n demo"),
+            "{}",
+            fatal.message
+        );
+        let cluster = r#"namespaces is forbidden: User "dev" cannot list resource "namespaces" in API group "" at the cluster scope"#;
+        assert_eq!(missing_right(cluster).as_deref(), Some("list namespaces"));
+        let grouped = r#"endpointslices.discovery.k8s.io is forbidden: User "dev" cannot watch resource "endpointslices" in API group "discovery.k8s.io" in the namespace "x""#;
+        assert_eq!(
+            missing_right(grouped).as_deref(),
+            Some("watch endpointslices.discovery.k8s.io -n x")
+        );
+        assert_eq!(missing_right("forbidden"), None);
+    }
+
+    #[test]
+    fn other_statuses_keep_their_codes() {
+        let missing = from_kube(
+            "reading x",
+            &api(404, "NotFound", r#"services "x" not found"#),
+        );
+        assert_eq!(missing.code, Code::NotFound);
+        assert_eq!(
+            missing.message,
+            r#"reading x: not found (404 NotFound): services "x" not found"#
+        );
+        assert_eq!(
+            from_kube("patching", &api(422, "Invalid", "bad")).code,
+            Code::Usage
+        );
+        let busy = kube_problem(&api(503, "ServiceUnavailable", "later"), Some("https://k"));
+        assert_eq!(busy.code, Code::Config);
+        assert_eq!(
+            busy.what,
+            "the API server at https://k answered 503 ServiceUnavailable: later"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_the_server_and_the_cause() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // A port nothing listens on: bind one, note it, close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let url = format!("http://127.0.0.1:{port}");
+        let config = kube::Config::new(url.parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let err = client
+            .apiserver_version()
+            .await
+            .expect_err("nothing listens");
+        let problem = kube_problem(&err, Some(&url));
+        assert_eq!(problem.code, Code::Config);
+        assert_eq!(
+            problem.what,
+            format!(
+                "cannot reach the API server at {url}: connection refused: nothing listens at \
+                 that address and port"
+            )
+        );
+    }
 }

@@ -10,9 +10,13 @@
 //! - [`hosts`]: the marked block czctl owns in the hosts file.
 //! - [`intercept`]: `service intercept`: the NGINX header router, the Session record, the
 //!   checked Service patches, the heartbeat, closing and restoring.
-//! - [`teleport`]: `namespace teleport`: plan, engine, report.
-//! - [`session`]: session records, control sockets, `status`, `session list|close`.
-//! - [`detach`]: `--detach`: the background child and the ready handshake.
+//! - [`teleport`]: `namespace teleport`: launch (reuse, background or here), plan, engine,
+//!   report.
+//! - [`session`]: session records, control sockets, `status`, `session list|close`, CI job
+//!   groups, and the claim that makes one teleport per namespace set.
+//! - [`detach`]: background sessions (the default): the child, the ready handshake, and the
+//!   child's watch on the command waiting for it.
+//! - [`output`]: one-shot output on stdout that ends quietly when the reader goes away.
 //! - [`docs`]: shell completions and the man pages in `man/`, from the clap definitions.
 //! - [`exit`]: exit codes and the error type that carries them.
 //! - [`env`], [`export`]: `KIND teleport NAME`: a workload's environment as the kubelet resolves
@@ -54,6 +58,7 @@ pub mod export;
 pub mod forward;
 pub mod hosts;
 pub mod intercept;
+pub mod output;
 pub mod session;
 pub mod teleport;
 pub mod tunnel;

@@ -1,6 +1,17 @@
 //! The `czctl` binary: parse arguments, set up logging, hand over to the library.
+//!
+//! SIGPIPE stays ignored (Rust's default): sockets must report `EPIPE`, not kill czctl. Output
+//! on stdout goes through [`czctl::output`], which ends czctl quietly when its reader goes
+//! away; messages on stderr never panic when stderr is closed.
+
+use std::io::Write;
 
 use clap::Parser;
+
+/// Writes a message line to stderr; a closed stderr is ignored (nobody is left to tell).
+fn say(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{message}");
+}
 
 fn main() -> std::process::ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -11,7 +22,7 @@ fn main() -> std::process::ExitCode {
         return match result {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(fatal) => {
-                eprintln!("czctl hosts-helper: {fatal}");
+                say(format_args!("czctl hosts-helper: {fatal}"));
                 std::process::ExitCode::from(fatal.code as u8)
             }
         };
@@ -43,14 +54,14 @@ fn main() -> std::process::ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("czctl: cannot start the async runtime: {e}");
+            say(format_args!("czctl: cannot start the async runtime: {e}"));
             return std::process::ExitCode::from(czctl::exit::Code::Local as u8);
         }
     };
     match runtime.block_on(czctl::app::run(cli)) {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(fatal) => {
-            eprintln!("czctl: {fatal}");
+            say(format_args!("czctl: {fatal}"));
             std::process::ExitCode::from(fatal.code as u8)
         }
     }

@@ -29,7 +29,8 @@ fn teleport_as(sim: &KubeSim, kubeconfig: &Path, name: &str, transport: &str) ->
     let state = state_dir(sim, name);
     let kubeconfig = kubeconfig.to_str().unwrap().to_string();
     let mut cmd = namespaced_czctl(&hosts, &[]);
-    cmd.args(["namespace", "teleport", "demo", "--kubeconfig", &kubeconfig])
+    cmd.args(["namespace", "teleport", "--foreground", "demo"])
+        .args(["--kubeconfig", &kubeconfig])
         .env("CZCTL_STATE_DIR", &state)
         .env("CZCTL_PORTFORWARD", transport);
     let mut czctl = spawn(cmd);

@@ -4,8 +4,9 @@
 //! the machine's own files are never touched. czctl runs without a controlling terminal, so
 //! sudo can never prompt the person running the tests.
 //!
-//! Needs root (mount namespaces, setpriv), util-linux and sudo; each test fails, saying what is
-//! missing, rather than passing without checking anything.
+//! Needs root (mount namespaces, setpriv), util-linux, procps, curl, getent and sudo. Without
+//! them each test fails with one line naming what is missing (never passes without checking
+//! anything), and what to install is printed once per run.
 
 mod common;
 
@@ -21,39 +22,111 @@ const LONG: Duration = Duration::from_secs(60);
 const NOBODY: u32 = 65534;
 const HELPER_LINE: &str = "is edited by a helper running as root (pid ";
 
-/// Fails the test, clearly, when something it needs is missing.
-fn preconditions(need_sudo: bool) {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the elevation tests create mount namespaces and switch to nobody: run them as root (CI does)"
-    );
-    for (tool, package) in [
-        ("setpriv", "util-linux"),
-        ("unshare", "util-linux"),
-        ("ps", "procps"),
-    ] {
-        let found = Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(found, "{tool} is required: install {package}");
+/// What a test needs from this machine.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Root, util-linux (unshare, setpriv, nsenter), procps (ps), curl and getent.
+    Base,
+    /// All of [`Need::Base`] and sudo.
+    Sudo,
+}
+
+/// A missing prerequisite: fails the test with one line (no panic, no backtrace); the whole
+/// explanation is printed once per test binary.
+struct Missing(String);
+
+impl std::fmt::Debug for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
-    if need_sudo {
-        let found = Command::new("sudo")
-            .arg("-V")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "sudo is not installed: install sudo (the CI script does)"
-        );
+}
+
+/// Prerequisites this machine lacks: (what, how to get it).
+type Lacking = Vec<(String, String)>;
+
+/// The prerequisites this machine lacks, for [`Need::Base`] and for sudo. Checked once per
+/// test binary.
+fn lacking() -> &'static (Lacking, Lacking) {
+    static LACKING: std::sync::OnceLock<(Lacking, Lacking)> = std::sync::OnceLock::new();
+    LACKING.get_or_init(|| {
+        let runs = |tool: &str, arg: &str| {
+            Command::new(tool)
+                .arg(arg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let mut base = Vec::new();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            base.push((
+                "root".to_string(),
+                "these tests create mount namespaces and switch to nobody: run them as root \
+                 (CI does), e.g. sudo -E env PATH=\"$PATH\" tests/run.sh"
+                    .to_string(),
+            ));
+        }
+        for (tool, arg, package) in [
+            ("unshare", "--version", "util-linux"),
+            ("setpriv", "--version", "util-linux"),
+            ("nsenter", "--version", "util-linux"),
+            ("ps", "--version", "procps"),
+            ("curl", "--version", "curl"),
+            ("getent", "--version", "libc-bin"),
+        ] {
+            if !runs(tool, arg) {
+                base.push((
+                    tool.to_string(),
+                    format!("install {package} (apt-get install {package})"),
+                ));
+            }
+        }
+        let mut sudo = Vec::new();
+        if !runs("sudo", "-V") {
+            sudo.push((
+                "sudo".to_string(),
+                "install sudo (apt-get install sudo); the tests grant it only inside their own \
+                 mount namespaces, the machine's /etc/sudoers is never used or changed"
+                    .to_string(),
+            ));
+        }
+        let all: Vec<&(String, String)> = base.iter().chain(&sudo).collect();
+        if !all.is_empty() {
+            // Once, past the test harness's output capture: what is missing and how to get it.
+            let mut text = String::from(
+                "\ntests/elevation.rs: this machine lacks what the privilege-separation tests \
+                 need; those tests fail (they never pass without checking anything):\n",
+            );
+            for (what, how) in &all {
+                text.push_str(&format!("  - {what}: {how}\n"));
+            }
+            text.push_str(
+                "  (README.md, Quick start, lists every prerequisite of tests/run.sh)\n\n",
+            );
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        }
+        (base, sudo)
+    })
+}
+
+/// Whether this machine has what a test needs; the error names what is missing in one line.
+fn preconditions(need: Need) -> Result<(), Missing> {
+    let (base, sudo) = lacking();
+    let mut missing: Vec<&str> = base.iter().map(|(what, _)| what.as_str()).collect();
+    if need == Need::Sudo {
+        missing.extend(sudo.iter().map(|(what, _)| what.as_str()));
     }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Missing(format!(
+        "missing prerequisite{}: {} (how to get {} is printed once above the test results)",
+        if missing.len() == 1 { "" } else { "s" },
+        missing.join(", "),
+        if missing.len() == 1 { "it" } else { "them" },
+    )))
 }
 
 /// The czctl binary as the kernel names it (what czctl passes to sudo, so what sudoers names).
@@ -215,7 +288,14 @@ impl World {
         let kubeconfig = self.kubeconfig.to_str().unwrap();
         spawn(self.command(
             &[],
-            &["namespace", "teleport", "demo", "--kubeconfig", kubeconfig],
+            &[
+                "namespace",
+                "teleport",
+                "--foreground",
+                "demo",
+                "--kubeconfig",
+                kubeconfig,
+            ],
         ))
     }
 
@@ -278,8 +358,8 @@ fn helper_pid(czctl: &mut Czctl) -> u32 {
 }
 
 #[test]
-fn teleport_as_nobody_edits_hosts_through_a_root_helper_only() {
-    preconditions(true);
+fn teleport_as_nobody_edits_hosts_through_a_root_helper_only() -> Result<(), Missing> {
+    preconditions(Need::Sudo)?;
     let sim = kubesim(&["demo"], &[]);
     let world = World::new("teleport", Some(&sim), Some(Grant::Helper));
     let mut czctl = world.teleport();
@@ -312,11 +392,12 @@ fn teleport_as_nobody_edits_hosts_through_a_root_helper_only() {
     eventually("the helper exits", Duration::from_secs(10), || {
         gone(helper).then_some(())
     });
+    Ok(())
 }
 
 #[test]
-fn sigkill_of_czctl_lets_the_helper_restore_the_hosts_file() {
-    preconditions(true);
+fn sigkill_of_czctl_lets_the_helper_restore_the_hosts_file() -> Result<(), Missing> {
+    preconditions(Need::Sudo)?;
     let sim = kubesim(&["demo"], &[]);
     let world = World::new("sigkill", Some(&sim), Some(Grant::Helper));
     let mut czctl = world.teleport();
@@ -338,11 +419,12 @@ fn sigkill_of_czctl_lets_the_helper_restore_the_hosts_file() {
     eventually("the helper exits", Duration::from_secs(10), || {
         gone(helper).then_some(())
     });
+    Ok(())
 }
 
 #[test]
-fn ctrl_c_to_the_whole_process_group_still_lets_czctl_clean_up() {
-    preconditions(true);
+fn ctrl_c_to_the_whole_process_group_still_lets_czctl_clean_up() -> Result<(), Missing> {
+    preconditions(Need::Sudo)?;
     let sim = kubesim(&["demo"], &[]);
     let world = World::new("ctrl-c", Some(&sim), Some(Grant::Helper));
     let mut czctl = world.teleport();
@@ -359,11 +441,12 @@ fn ctrl_c_to_the_whole_process_group_still_lets_czctl_clean_up() {
     eventually("the helper exits", Duration::from_secs(10), || {
         gone(helper).then_some(())
     });
+    Ok(())
 }
 
 #[test]
-fn session_close_as_nobody_elevates_to_remove_a_dead_sessions_block() {
-    preconditions(true);
+fn session_close_as_nobody_elevates_to_remove_a_dead_sessions_block() -> Result<(), Missing> {
+    preconditions(Need::Sudo)?;
     let sim = kubesim(&["demo"], &[]);
     let world = World::new("close", Some(&sim), Some(Grant::Helper));
     let mut czctl = world.teleport();
@@ -385,11 +468,12 @@ fn session_close_as_nobody_elevates_to_remove_a_dead_sessions_block() {
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("was stale"), "stdout: {stdout}");
     assert_eq!(world.hosts_text(), ORIGINAL_HOSTS);
+    Ok(())
 }
 
 #[test]
-fn detach_hands_the_helper_to_the_background_session() {
-    preconditions(true);
+fn detach_hands_the_helper_to_the_background_session() -> Result<(), Missing> {
+    preconditions(Need::Sudo)?;
     let sim = kubesim(&["demo"], &[]);
     let world = World::new("detach", Some(&sim), Some(Grant::Helper));
     let kubeconfig = world.kubeconfig.to_str().unwrap();
@@ -455,11 +539,12 @@ fn detach_hands_the_helper_to_the_background_session() {
     eventually("the helper exits", Duration::from_secs(10), || {
         gone(helper).then_some(())
     });
+    Ok(())
 }
 
 #[test]
-fn a_normal_user_with_its_own_hosts_file_needs_no_root() {
-    preconditions(false);
+fn a_normal_user_with_its_own_hosts_file_needs_no_root() -> Result<(), Missing> {
+    preconditions(Need::Base)?;
     let sim = kubesim(&["demo"], &[]);
     let world = World::new("own-file", Some(&sim), None);
     let own = world.home.join("hosts");
@@ -477,11 +562,19 @@ fn a_normal_user_with_its_own_hosts_file_needs_no_root() {
             kubeconfig,
             "--hosts-file",
             own.to_str().unwrap(),
+            "--foreground",
         ],
     ));
     // Port 80 of demo/api needs root: left out with a warning, everything else runs.
-    czctl.wait_stderr("port 80 of", LONG);
-    czctl.wait_ready();
+    czctl.wait_stderr("port 80 ", LONG);
+    let table = czctl.wait_ready();
+    // ... and the table says so under the Service, with the fix.
+    assert!(
+        table.iter().any(|l| l.starts_with("demo/api ")
+            && l.contains("port 80 not forwarded")
+            && l.contains("ip_unprivileged_port_start=80")),
+        "{table:#?}"
+    );
     let text = std::fs::read_to_string(&own).unwrap();
     let echo = text
         .lines()
@@ -495,11 +588,13 @@ fn a_normal_user_with_its_own_hosts_file_needs_no_root() {
     czctl.signal(libc::SIGTERM);
     assert!(czctl.wait_exit(LONG).success());
     assert_eq!(std::fs::read_to_string(&own).unwrap(), ORIGINAL_HOSTS);
+    Ok(())
 }
 
 #[test]
-fn without_a_way_to_elevate_nothing_changes_and_the_message_says_what_to_do() {
-    preconditions(false);
+fn without_a_way_to_elevate_nothing_changes_and_the_message_says_what_to_do() -> Result<(), Missing>
+{
+    preconditions(Need::Base)?;
     let world = World::new("nosudo", None, None);
     // The kubeconfig does not exist: the hosts file is checked before the cluster is contacted.
     let kubeconfig = world.kubeconfig.to_str().unwrap();
@@ -527,11 +622,12 @@ fn without_a_way_to_elevate_nothing_changes_and_the_message_says_what_to_do() {
             "nothing was created in the state directory"
         );
     }
+    Ok(())
 }
 
 #[test]
-fn sudo_refusing_stops_before_changing_anything() {
-    preconditions(true);
+fn sudo_refusing_stops_before_changing_anything() -> Result<(), Missing> {
+    preconditions(Need::Sudo)?;
     let world = World::new("refused", None, Some(Grant::Nothing));
     let kubeconfig = world.kubeconfig.to_str().unwrap();
     let (code, stdout, stderr) = run_once(world.command(
@@ -545,6 +641,7 @@ fn sudo_refusing_stops_before_changing_anything() {
     );
     assert_eq!(world.hosts_text(), ORIGINAL_HOSTS);
     assert!(!world.state.exists());
+    Ok(())
 }
 
 #[test]

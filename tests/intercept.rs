@@ -158,7 +158,7 @@ fn state_dir(sim: &KubeSim, name: &str) -> PathBuf {
     sim.dir.join(format!("state-{name}"))
 }
 
-/// `service intercept echo -n demo -x HEADER -l PORT`.
+/// `service intercept echo -n demo -x HEADER -p PORT`.
 fn intercept_args(header: &str, port: u16) -> Vec<String> {
     [
         "service",
@@ -168,7 +168,7 @@ fn intercept_args(header: &str, port: u16) -> Vec<String> {
         "demo",
         "-x",
         header,
-        "-l",
+        "-p",
         &port.to_string(),
     ]
     .map(str::to_string)
@@ -269,7 +269,7 @@ fn two_developers_each_get_their_own_requests() {
             "demo",
             "-x",
             "x-dev:alice",
-            "-l",
+            "-p",
             "1",
             "--detach",
         ],
@@ -321,7 +321,7 @@ fn hostile_headers_are_refused_before_any_change() {
                 "demo",
                 "-x",
                 spec,
-                "-l",
+                "-p",
                 "1",
             ],
         );
@@ -342,7 +342,7 @@ fn hostile_headers_are_refused_before_any_change() {
             "demo",
             "--tunnel",
             "ngrok",
-            "-l",
+            "-p",
             "1",
         ])
         .env("KUBECONFIG", &sim.kubeconfig)
@@ -514,6 +514,7 @@ fn websocket_upgrades_pass_through_the_route() {
 fn intercept_foreground(sim: &KubeSim, state: &Path, header: &str, port: u16) -> Czctl {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_czctl"));
     cmd.args(intercept_args(header, port))
+        .arg("--foreground")
         .env("KUBECONFIG", &sim.kubeconfig)
         .env("CZCTL_STATE_DIR", state);
     let mut czctl = spawn(cmd);
@@ -642,7 +643,7 @@ fn a_stale_intercept_is_named_with_its_cleanup() {
             "demo",
             "-x",
             "x-dev:bob",
-            "-l",
+            "-p",
             &bob.port.to_string(),
             "--detach",
         ],
@@ -741,39 +742,46 @@ fn the_tunnel_recovers_from_dropped_port_forwards_and_a_replaced_agent() {
 
 #[test]
 fn closing_a_start_that_hangs_leaves_nothing_behind() {
+    let sleeper = sleeper_run_image("hang");
     let World {
         sim,
         state,
         before,
         alice,
         ..
-    } = world("hang", &[]);
-    // An agent image kubesim cannot run stays ErrImagePull: the start waits for it.
+    } = world("hang", &["--run-image", &sleeper]);
+    // An agent that runs but never gets ready: the start waits for it, saying so.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_czctl"));
     cmd.args(intercept_args("x-dev:alice", alice.port))
-        .args(["--agent-image", "registry.invalid/no-such-agent:1"])
+        .arg("--foreground")
+        .args(["--agent-image", SLEEPER_IMAGE])
         .env("KUBECONFIG", &sim.kubeconfig)
         .env("CZCTL_STATE_DIR", &state);
     let mut running = spawn(cmd);
     eventually(
         "the tunnel Deployment to exist",
         Duration::from_secs(30),
-        || {
-            let out = sim.kubectl_ok(&[
-                "get",
-                "deployments",
-                "-n",
-                "demo",
-                "-l",
-                "czctl.dev/tunnel",
-                "-o",
-                "name",
-            ]);
-            (!out.trim().is_empty()).then_some(())
-        },
+        || (!tunnel_deployments(&sim).is_empty()).then_some(()),
     );
     let listed = czctl(&sim, &state, &["session", "list"]);
     assert!(text(&listed).contains("starting"), "{}", text(&listed));
+    // After 2 s the wait says what it waits for, on stderr and in the session's status.
+    let seen = running.wait_stderr(
+        "czctl: waiting for the tunnel agent Deployment demo/interceptor-echo-ic-",
+        Duration::from_secs(30),
+    );
+    let line = seen.last().unwrap();
+    assert!(
+        line.contains("0/1 pods ready") && line.contains("running, not ready"),
+        "{line}"
+    );
+    let status = czctl(&sim, &state, &["status", "-o", "json"]);
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(
+        text(&status).contains("starting: waiting for the tunnel agent Deployment"),
+        "{}",
+        text(&status)
+    );
     let out = czctl(&sim, &state, &["session", "close", "--all"]);
     assert!(out.status.success(), "{}", text(&out));
     let status = running.wait_exit(Duration::from_secs(30));
@@ -783,6 +791,229 @@ fn closing_a_start_that_hangs_leaves_nothing_behind() {
     );
     assert_eq!(service_state(&sim), before);
     wait_clean(&sim);
+}
+
+/// Whether process `pid` exists and has not exited (a zombie waits only to be reaped).
+fn alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only asks whether the process exists.
+    let exists = unsafe { libc::kill(pid, 0) } == 0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(") ")
+        .next()
+        .and_then(|rest| rest.chars().next());
+    exists && state != Some('Z')
+}
+
+/// The image of an agent that runs but never gets ready (it never listens).
+const SLEEPER_IMAGE: &str = "example.com/sleeper:1";
+
+/// `--run-image` for [`SLEEPER_IMAGE`]: a script that sleeps.
+fn sleeper_run_image(name: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::temp_dir().join(format!(
+        "czctl-test-sleeper-{}-{name}.sh",
+        std::process::id()
+    ));
+    std::fs::write(&path, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("example.com/sleeper={}", path.display())
+}
+
+/// The tunnel Deployments in the demo namespace, by name.
+fn tunnel_deployments(sim: &KubeSim) -> String {
+    sim.kubectl_ok(&[
+        "get",
+        "deployments",
+        "-n",
+        "demo",
+        "-l",
+        "czctl.dev/tunnel",
+        "-o",
+        "name",
+    ])
+    .trim()
+    .to_string()
+}
+
+/// Runs `czctl service intercept echo -n demo -x x-dev:alice -p PORT EXTRA...`; returns its
+/// output and how long it took.
+fn intercept_run(sim: &KubeSim, state: &Path, port: u16, extra: &[&str]) -> (Output, Duration) {
+    let mut args = intercept_args("x-dev:alice", port);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let out = czctl(sim, state, &args);
+    (out, started.elapsed())
+}
+
+/// A start failed and left nothing: no object of czctl's in the namespace, the Service as it
+/// was, no session listed and no session file left.
+fn assert_nothing_left(sim: &KubeSim, state: &Path, before: &Value, out: &Output) {
+    assert_eq!(residue(sim), "", "left in the cluster after: {}", text(out));
+    assert_eq!(&service_state(sim), before);
+    let listed = czctl(sim, state, &["session", "list"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(!text(&listed).contains("ic-"), "{}", text(&listed));
+    let files: Vec<String> = std::fs::read_dir(state.join("sessions"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ic-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let logs: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(state.join("sessions").join(f)).unwrap_or_default())
+        .collect();
+    assert!(files.is_empty(), "session files left: {files:?}: {logs:#?}");
+}
+
+/// A pull error fails the start at once (the kubelet's reason and the pod named), not after
+/// the timeout.
+fn assert_pull_failure(out: &Output, took: Duration, what: &str, pod_prefix: &str) {
+    let said = text(out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        took < Duration::from_secs(40),
+        "a pull error fails at once, not after the 3 min timeout: {took:?}\n{said}"
+    );
+    assert!(
+        said.contains("ErrImagePull") || said.contains("ImagePullBackOff"),
+        "{said}"
+    );
+    assert!(said.contains(what), "{said}");
+    assert!(said.contains(&format!("pod {pod_prefix}")), "{said}");
+    assert!(said.contains("nosuch.example/x:1"), "{said}");
+    assert!(said.contains("was removed again"), "{said}");
+}
+
+#[test]
+fn an_unpullable_agent_image_fails_at_once_and_leaves_nothing() {
+    let World {
+        sim,
+        state,
+        before,
+        alice,
+        ..
+    } = world("pull-agent", &[]);
+    let (out, took) = intercept_run(
+        &sim,
+        &state,
+        alice.port,
+        &["--foreground", "--agent-image", "nosuch.example/x:1"],
+    );
+    assert_pull_failure(
+        &out,
+        took,
+        "the tunnel agent Deployment demo/interceptor-echo-ic-",
+        "interceptor-echo-ic-",
+    );
+    assert!(text(&out).contains("--agent-image"), "{}", text(&out));
+    assert_nothing_left(&sim, &state, &before, &out);
+}
+
+#[test]
+fn an_unpullable_router_image_fails_at_once_in_the_background_and_leaves_nothing() {
+    let World {
+        sim,
+        state,
+        before,
+        alice,
+        ..
+    } = world("pull-router", &[]);
+    let (out, took) = intercept_run(
+        &sim,
+        &state,
+        alice.port,
+        &["--detach", "--router-image", "nosuch.example/x:1"],
+    );
+    assert_pull_failure(
+        &out,
+        took,
+        "the router Deployment demo/interceptor-echo",
+        "interceptor-echo-",
+    );
+    assert!(text(&out).contains("--router-image"), "{}", text(&out));
+    assert_nothing_left(&sim, &state, &before, &out);
+}
+
+#[test]
+fn a_start_that_cannot_finish_times_out_naming_what_it_waited_for() {
+    let sleeper = sleeper_run_image("timeout");
+    let World {
+        sim,
+        state,
+        before,
+        alice,
+        ..
+    } = world("timeout", &["--run-image", &sleeper]);
+    let (out, took) = intercept_run(
+        &sim,
+        &state,
+        alice.port,
+        &[
+            "--foreground",
+            "--agent-image",
+            SLEEPER_IMAGE,
+            "--timeout",
+            "2s",
+        ],
+    );
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(took < Duration::from_secs(40), "{took:?}\n{said}");
+    // The router may not be ready within 2 s either; the agent never is.
+    assert!(
+        said.contains("gave up waiting for the tunnel agent Deployment demo/interceptor-echo-ic-")
+            || said.contains("gave up waiting for the router Deployment demo/interceptor-echo"),
+        "{said}"
+    );
+    assert!(said.contains("(--timeout 2s)"), "{said}");
+    assert!(said.contains("pods ready"), "{said}");
+    assert!(said.contains("was removed again"), "{said}");
+    assert_nothing_left(&sim, &state, &before, &out);
+}
+
+#[test]
+fn a_killed_waiting_command_leaves_nothing_once_its_background_session_notices() {
+    let sleeper = sleeper_run_image("orphan");
+    let World {
+        sim,
+        state,
+        before,
+        alice,
+        ..
+    } = world("orphan", &["--run-image", &sleeper]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_czctl"));
+    cmd.args(intercept_args("x-dev:alice", alice.port))
+        .args(["--detach", "--agent-image", SLEEPER_IMAGE])
+        .env("KUBECONFIG", &sim.kubeconfig)
+        .env("CZCTL_STATE_DIR", &state);
+    let mut waiting = spawn(cmd);
+    // The background session's progress reaches the waiting command.
+    waiting.wait_stderr(
+        "czctl: waiting for the tunnel agent Deployment demo/interceptor-echo-ic-",
+        Duration::from_secs(30),
+    );
+    let listed = czctl(&sim, &state, &["session", "list", "-o", "json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let child = listed["sessions"][0]["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no background session in {listed}"));
+    assert_ne!(child, u64::from(waiting.pid()));
+    assert!(!tunnel_deployments(&sim).is_empty());
+
+    waiting.signal(libc::SIGKILL);
+    waiting.wait_exit(Duration::from_secs(10));
+    eventually(
+        "the background session to notice and end",
+        Duration::from_secs(30),
+        || (!alive(child as i32)).then_some(()),
+    );
+    let out = czctl(&sim, &state, &["session", "list"]);
+    assert_nothing_left(&sim, &state, &before, &out);
 }
 
 #[test]
@@ -801,7 +1032,7 @@ fn a_multi_port_service_routes_one_port_and_passes_the_others_through() {
         "demo",
         "-x",
         "x-dev:alice",
-        "-l",
+        "-p",
         &port,
     ];
     let ambiguous = czctl(&sim, &state, &base);

@@ -14,7 +14,7 @@ fn teleport(sim: &KubeSim, name: &str, namespaces: &[&str]) -> (Czctl, std::path
     let hosts = hosts_file(sim, name);
     let state = sim.dir.join(format!("state-{name}"));
     let kubeconfig = sim.kubeconfig.to_str().unwrap().to_string();
-    let mut args = vec!["namespace", "teleport"];
+    let mut args = vec!["namespace", "teleport", "--foreground"];
     args.extend_from_slice(namespaces);
     args.extend_from_slice(&["--kubeconfig", &kubeconfig]);
     let czctl = czctl_in_namespace(&hosts, &state, &args);
@@ -151,7 +151,14 @@ fn after_sigkill_the_next_run_restores_the_hosts_file() {
     let mut next = czctl_in_namespace(
         &hosts,
         &state,
-        &["namespace", "teleport", "demo", "--kubeconfig", &kubeconfig],
+        &[
+            "namespace",
+            "teleport",
+            "--foreground",
+            "demo",
+            "--kubeconfig",
+            &kubeconfig,
+        ],
     );
     next.wait_stderr("removed a stale hosts block", LONG);
     next.wait_ready();
@@ -228,7 +235,14 @@ fn a_tenant_with_only_a_namespaced_role_teleports_its_namespace() {
     let mut czctl = czctl_in_namespace(
         &hosts,
         &state,
-        &["namespace", "teleport", "demo", "--kubeconfig", &kubeconfig],
+        &[
+            "namespace",
+            "teleport",
+            "--foreground",
+            "demo",
+            "--kubeconfig",
+            &kubeconfig,
+        ],
     );
     czctl.wait_ready();
     let (ok, body) = czctl.curl("http://echo.demo:8080/tenant");

@@ -1,10 +1,24 @@
 //! Building the Kubernetes client as kubectl would: `--kubeconfig`, `KUBECONFIG`,
 //! `~/.kube/config` (the invoking user's when run under sudo), `--context`, exec credential
 //! plugins, and the in-cluster service account as a last resort.
+//!
+//! Which kubeconfig files, as client-go's loader decides (kube-rs's `Kubeconfig::read` fails
+//! on the first missing file of `KUBECONFIG`, kubectl does not):
+//! - `--kubeconfig PATH` wins over everything and is one file, which must exist.
+//! - Else `KUBECONFIG`, a list separated by `:`: empty entries and repeated files are ignored,
+//!   missing files are skipped, a file that exists but cannot be read or parsed is an error.
+//!   When none of them exists, the in-cluster service account is tried, else it is an error.
+//! - Else (run as root under sudo) the invoking user's `~/.kube/config`, else `~/.kube/config`;
+//!   when it is missing, the in-cluster service account, else an error.
+//!
+//! Files are merged in order and the first to set something wins: a cluster, user or context
+//! of a given name is taken whole from the first file that has it, `current-context` and
+//! `preferences` from the first file that sets them. Relative paths in a file are relative
+//! to that file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError, LoadDataError};
 use kube::{Client, Config};
 
 /// Where the client's configuration comes from.
@@ -19,8 +33,11 @@ pub struct ClientOptions {
 /// Why no client could be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The kubeconfig file could not be read or parsed.
-    #[error("cannot load the kubeconfig {path}: {source}")]
+    /// A kubeconfig file could not be read or parsed.
+    #[error(
+        "cannot load the kubeconfig {path}: {}",
+        describe_kubeconfig_error(source)
+    )]
     Kubeconfig {
         /// The file.
         path: String,
@@ -28,8 +45,20 @@ pub enum ClientError {
         #[source]
         source: KubeconfigError,
     },
+    /// The file given with `--kubeconfig` does not exist.
+    #[error(
+        "the kubeconfig {path} given with --kubeconfig does not exist; pass the path of an \
+         existing file (or leave --kubeconfig out to use KUBECONFIG or ~/.kube/config)"
+    )]
+    Missing {
+        /// The file.
+        path: String,
+    },
     /// The kubeconfig has no usable context / cluster / user.
-    #[error("the kubeconfig cannot be used{context}: {source}")]
+    #[error(
+        "the kubeconfig cannot be used{context}: {}",
+        describe_kubeconfig_error(source)
+    )]
     Context {
         /// ` (context X)` when one was asked for.
         context: String,
@@ -39,15 +68,15 @@ pub enum ClientError {
     },
     /// No kubeconfig and not inside a cluster.
     #[error(
-        "no kubeconfig found (looked at --kubeconfig, KUBECONFIG and {default}) and not running in a cluster; \
+        "no kubeconfig found (looked at {looked}) and not running in a cluster; \
          pass --kubeconfig PATH or set KUBECONFIG"
     )]
     NotFound {
-        /// The default path looked at.
-        default: String,
+        /// What was looked at: `KUBECONFIG (/a, /b)` or the default path.
+        looked: String,
     },
     /// The HTTP client could not be built (TLS material, proxy settings).
-    #[error("cannot build the Kubernetes client: {0}")]
+    #[error("cannot build the Kubernetes client: {}", crate::exit::chain(.0))]
     Build(#[source] kube::Error),
 }
 
@@ -64,39 +93,150 @@ pub struct Connected {
     pub server: String,
 }
 
+/// The kubeconfig files to read, as kubectl picks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Files {
+    /// `--kubeconfig PATH`: must exist.
+    Explicit(PathBuf),
+    /// `KUBECONFIG`: missing files are skipped.
+    Env(Vec<PathBuf>),
+    /// `~/.kube/config` (the invoking user's under sudo): may be missing.
+    Default(PathBuf),
+}
+
+impl Files {
+    /// The files for `--kubeconfig` (`explicit`), the value of `KUBECONFIG` (`env`) and the
+    /// default file.
+    pub fn pick(
+        explicit: Option<&Path>,
+        env: Option<&std::ffi::OsStr>,
+        default: impl FnOnce() -> PathBuf,
+    ) -> Files {
+        if let Some(path) = explicit {
+            return Files::Explicit(path.to_path_buf());
+        }
+        if let Some(value) = env {
+            let mut paths: Vec<PathBuf> = Vec::new();
+            for path in std::env::split_paths(value) {
+                if !path.as_os_str().is_empty() && !paths.contains(&path) {
+                    paths.push(path);
+                }
+            }
+            if !paths.is_empty() {
+                return Files::Env(paths);
+            }
+        }
+        Files::Default(default())
+    }
+
+    /// What was looked at, for messages.
+    fn looked(&self) -> String {
+        match self {
+            Files::Explicit(path) | Files::Default(path) => path.display().to_string(),
+            Files::Env(paths) => {
+                let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                format!(
+                    "KUBECONFIG ({}: {})",
+                    list.join(", "),
+                    if paths.len() == 1 {
+                        "it does not exist"
+                    } else {
+                        "none of them exists"
+                    }
+                )
+            }
+        }
+    }
+}
+
+/// Reads and merges the kubeconfig `files`; `None` when there is none to read (then the
+/// in-cluster service account is the last resort).
+pub fn load(files: &Files) -> Result<Option<Kubeconfig>, ClientError> {
+    let paths: &[PathBuf] = match files {
+        Files::Explicit(path) => {
+            if !path.exists() && std::fs::symlink_metadata(path).is_err() {
+                return Err(ClientError::Missing {
+                    path: path.display().to_string(),
+                });
+            }
+            std::slice::from_ref(path)
+        }
+        Files::Env(paths) => paths,
+        Files::Default(path) => std::slice::from_ref(path),
+    };
+    let mut merged: Option<Kubeconfig> = None;
+    for path in paths {
+        let config = match Kubeconfig::read_from(path) {
+            Ok(config) => config,
+            Err(KubeconfigError::ReadConfig(e, _))
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && !matches!(files, Files::Explicit(_)) =>
+            {
+                continue;
+            }
+            Err(source) => {
+                return Err(ClientError::Kubeconfig {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        merged = Some(match merged {
+            None => config,
+            Some(first) => merge(first, config),
+        });
+    }
+    Ok(merged)
+}
+
+/// `first` with what `next` adds: names `first` does not have, fields it does not set.
+fn merge(first: Kubeconfig, mut next: Kubeconfig) -> Kubeconfig {
+    // kubectl does not compare kind and apiVersion across files; kube-rs refuses a mismatch.
+    next.kind = None;
+    next.api_version = None;
+    match first.clone().merge(next) {
+        Ok(merged) => merged,
+        // Unreachable with kind and apiVersion cleared; keep the first file.
+        Err(_) => first,
+    }
+}
+
+/// A kubeconfig error on one line, paths as they are (kube-rs quotes them twice).
+pub fn describe_kubeconfig_error(err: &KubeconfigError) -> String {
+    let data = |what: &str, e: &LoadDataError| match e {
+        LoadDataError::ReadFile(io, path) => {
+            format!("cannot read the {what} file {}: {io}", path.display())
+        }
+        other => format!("cannot load the {what}: {other}"),
+    };
+    match err {
+        KubeconfigError::ReadConfig(io, path) => {
+            format!("cannot read {}: {io}", path.display())
+        }
+        KubeconfigError::LoadCertificateAuthority(e) => data("certificate authority", e),
+        KubeconfigError::LoadClientCertificate(e) => data("client certificate", e),
+        KubeconfigError::LoadClientKey(e) => data("client key", e),
+        other => crate::exit::chain(other),
+    }
+}
+
 /// Builds the client.
 pub async fn connect(options: &ClientOptions) -> Result<Connected, ClientError> {
     let kube_options = KubeConfigOptions {
         context: options.context.clone(),
         ..Default::default()
     };
-    let explicit = options.kubeconfig.clone().or_else(sudo_user_kubeconfig);
-    let kubeconfig = match &explicit {
-        Some(path) => {
-            Some(
-                Kubeconfig::read_from(path).map_err(|source| ClientError::Kubeconfig {
-                    path: path.display().to_string(),
-                    source,
-                })?,
-            )
-        }
-        None => match Kubeconfig::read() {
-            Ok(k) => Some(k),
-            Err(_) if std::env::var_os("KUBECONFIG").is_none() && !default_path().exists() => None,
-            Err(source) => {
-                return Err(ClientError::Kubeconfig {
-                    path: std::env::var("KUBECONFIG")
-                        .unwrap_or_else(|_| default_path().display().to_string()),
-                    source,
-                })
-            }
-        },
-    };
-    let Some(kubeconfig) = kubeconfig else {
+    let files = Files::pick(
+        options.kubeconfig.as_deref(),
+        std::env::var_os("KUBECONFIG").as_deref(),
+        || sudo_user_kubeconfig().unwrap_or_else(default_path),
+    );
+    let Some(kubeconfig) = load(&files)? else {
         let config = Config::incluster().map_err(|_| ClientError::NotFound {
-            default: default_path().display().to_string(),
+            looked: files.looked(),
         })?;
         let server = config.cluster_url.to_string();
+        crate::exit::set_server(&server);
         let streams = streaming_client(config.clone()).map_err(ClientError::Build)?;
         let client = Client::try_from(config).map_err(ClientError::Build)?;
         return Ok(Connected {
@@ -122,6 +262,7 @@ pub async fn connect(options: &ClientOptions) -> Result<Connected, ClientError> 
             source,
         })?;
     let server = config.cluster_url.to_string();
+    crate::exit::set_server(&server);
     let streams = streaming_client(config.clone()).map_err(ClientError::Build)?;
     let client = Client::try_from(config).map_err(ClientError::Build)?;
     Ok(Connected {
@@ -169,12 +310,9 @@ fn home_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(PathBuf::from)
 }
 
-/// Under `sudo`, root's kubeconfig is not the one the user means: use the invoking user's,
-/// unless KUBECONFIG says otherwise.
+/// Under `sudo`, root's kubeconfig is not the one the user means: use the invoking user's
+/// (only when neither `--kubeconfig` nor `KUBECONFIG` names files: see [`Files::pick`]).
 fn sudo_user_kubeconfig() -> Option<PathBuf> {
-    if std::env::var_os("KUBECONFIG").is_some() {
-        return None;
-    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return None;
@@ -205,6 +343,130 @@ fn home_of(user: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kubeconfig naming cluster `cluster` at `server`, user `user` with `token`, context
+    /// `context`, and maybe a current-context.
+    fn config(cluster: &str, server: &str, user: &str, token: &str, context: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster: {{server: {server}}}\n\
+             users:\n- name: {user}\n  user: {{token: {token}}}\n\
+             contexts:\n- name: {context}\n  context: {{cluster: {cluster}, user: {user}}}\n"
+        )
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("czctl-client-unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    #[test]
+    fn files_are_picked_as_kubectl_picks_them() {
+        let default = || PathBuf::from("/home/u/.kube/config");
+        let env = std::ffi::OsStr::new("/a::/b:/a");
+        assert_eq!(
+            Files::pick(Some(Path::new("/x")), Some(env), default),
+            Files::Explicit("/x".into())
+        );
+        assert_eq!(
+            Files::pick(None, Some(env), default),
+            Files::Env(vec!["/a".into(), "/b".into()])
+        );
+        assert_eq!(
+            Files::pick(None, Some(std::ffi::OsStr::new("")), default),
+            Files::Default(default())
+        );
+        assert_eq!(Files::pick(None, None, default), Files::Default(default()));
+    }
+
+    #[test]
+    fn missing_files_are_skipped_and_the_first_to_set_a_key_wins() {
+        let dir = scratch("merge");
+        let first = dir.join("first");
+        let second = dir.join("second");
+        std::fs::write(
+            &first,
+            format!(
+                "{}current-context: a\n",
+                config("shared", "https://first:6443", "u1", "t1", "a")
+            ),
+        )
+        .unwrap();
+        // The same cluster name with another server, another current-context, a context of
+        // its own; and a different apiVersion spelling that kubectl does not compare.
+        std::fs::write(
+            &second,
+            format!(
+                "{}current-context: b\n",
+                config("shared", "https://second:6443", "u2", "t2", "b")
+            )
+            .replace("kind: Config", "kind: Config\npreferences: {}"),
+        )
+        .unwrap();
+        let missing = dir.join("missing");
+        let files = Files::Env(vec![missing.clone(), first.clone(), second.clone()]);
+        let merged = load(&files).expect("loads").expect("a config");
+        assert_eq!(merged.current_context.as_deref(), Some("a"));
+        let shared: Vec<_> = merged
+            .clusters
+            .iter()
+            .filter(|c| c.name == "shared")
+            .collect();
+        assert_eq!(shared.len(), 1);
+        let server = shared[0].cluster.as_ref().and_then(|c| c.server.clone());
+        assert_eq!(server.as_deref(), Some("https://first:6443"));
+        let contexts: Vec<&str> = merged.contexts.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(contexts, ["a", "b"]);
+        let users: Vec<&str> = merged.auth_infos.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(users, ["u1", "u2"]);
+
+        // Only missing files: nothing to read (then in-cluster, else an error naming them).
+        let none = Files::Env(vec![missing.clone(), dir.join("also-missing")]);
+        assert!(load(&none).expect("no error").is_none());
+        assert_eq!(
+            none.looked(),
+            format!(
+                "KUBECONFIG ({}, {}: none of them exists)",
+                missing.display(),
+                dir.join("also-missing").display()
+            )
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_explicit_file_must_exist_and_errors_name_paths_plainly() {
+        let dir = scratch("explicit");
+        let missing = dir.join("missing");
+        let err = load(&Files::Explicit(missing.clone())).expect_err("missing");
+        assert!(matches!(err, ClientError::Missing { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "the kubeconfig {} given with --kubeconfig",
+                missing.display()
+            )),
+            "{err}"
+        );
+        // A file that exists but does not parse fails even in a KUBECONFIG list.
+        let broken = dir.join("broken");
+        std::fs::write(&broken, "clusters: [this is not: a kubeconfig").unwrap();
+        let err = load(&Files::Env(vec![missing, broken.clone()])).expect_err("broken");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot load the kubeconfig {}: ",
+                broken.display()
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("\"/"), "a path in double quotes: {text}");
+        // A directory is not a kubeconfig.
+        let err = load(&Files::Explicit(dir.clone())).expect_err("a directory");
+        assert!(!err.to_string().contains("\"/"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn root_has_a_home() {

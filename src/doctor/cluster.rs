@@ -40,14 +40,20 @@ pub async fn checks(options: &ClientOptions, namespace: Option<&str>) -> Vec<Che
             out.extend(rights::check(&connected.client, &namespace).await);
         }
         Ok(Err(e)) => {
-            out.push(api_failed(
-                &format!(
-                    "cannot reach the API server{at}: {}",
-                    crate::exit::chain(&e)
-                ),
-                &e,
-            ));
-            out.push(skipped_rights(Some(&namespace), UNREACHABLE));
+            let problem = crate::exit::kube_problem(&e, Some(&connected.server));
+            let why = match &e {
+                kube::Error::Api(status) if status.code == 401 => {
+                    "skipped: the API server refused the credentials"
+                }
+                kube::Error::Api(_) => "skipped: the API server did not answer /version",
+                _ => UNREACHABLE,
+            };
+            let mut check = Check::fail(Area::Cluster, "api server", problem.what);
+            if !problem.fix.is_empty() {
+                check = check.with_fix(problem.fix);
+            }
+            out.push(check);
+            out.push(skipped_rights(Some(&namespace), why));
         }
         Err(_) => {
             out.push(
@@ -72,6 +78,10 @@ const REACH_FIX: &str = "check that the cluster is reachable from here (kubectl 
 
 fn kubeconfig_failed(e: &ClientError) -> Check {
     let fix = match e {
+        ClientError::Missing { .. } => {
+            "pass the path of a kubeconfig that exists, or leave --kubeconfig out to use \
+             KUBECONFIG or ~/.kube/config"
+        }
         ClientError::Kubeconfig { .. } | ClientError::NotFound { .. } => {
             "pass --kubeconfig PATH or set KUBECONFIG to a kubeconfig file that exists and parses \
              (kubectl config view)"
@@ -82,16 +92,6 @@ fn kubeconfig_failed(e: &ClientError) -> Check {
         ClientError::Build(_) => "check the certificates and proxy settings of the kubeconfig",
     };
     Check::fail(Area::Cluster, "kubeconfig", e.to_string()).with_fix(fix)
-}
-
-fn api_failed(detail: &str, e: &kube::Error) -> Check {
-    let fix = match e {
-        kube::Error::Api(status) if status.code == 401 => {
-            "the server does not accept your credentials: log in again or check the kubeconfig user"
-        }
-        _ => REACH_FIX,
-    };
-    Check::fail(Area::Cluster, "api server", detail).with_fix(fix)
 }
 
 const NO_CLIENT: &str = "skipped: no client";

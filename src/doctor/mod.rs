@@ -24,7 +24,7 @@ use std::path::PathBuf;
 pub use check::{exit_code, render_json, render_text, Area, Check, Status};
 
 use crate::cluster::client::ClientOptions;
-use crate::exit::Fatal;
+use crate::exit::{Code, Fatal};
 
 /// What `czctl doctor` examines.
 #[derive(Debug, Clone)]
@@ -55,13 +55,19 @@ pub async fn run(options: &DoctorOptions) -> Vec<Check> {
 }
 
 /// `czctl doctor`: runs the checks, prints the report on stdout (the table, or with `json` the
-/// document of [`render_json`]), and fails with the first failed check's exit code.
-pub async fn command(options: &DoctorOptions, json: bool) -> Result<(), Fatal> {
+/// document of [`render_json`]), and fails with the first failed check's exit code. A reader
+/// of stdout that goes away ends czctl quietly (see [`crate::output`]).
+pub async fn command(options: &DoctorOptions, output: crate::cli::Output) -> Result<(), Fatal> {
+    use crate::cli::Output;
     let checks = run(options).await;
-    if json {
-        println!("{:#}", render_json(&checks));
-    } else {
-        print!("{}", render_text(&checks));
+    match output {
+        Output::Json => crate::output::println(format!("{:#}", render_json(&checks))),
+        Output::Yaml => {
+            let text = serde_saphyr::to_string(&render_json(&checks))
+                .map_err(|e| Fatal::new(Code::Failure, format!("cannot write YAML: {e}")))?;
+            crate::output::print(text);
+        }
+        Output::Text => crate::output::print(render_text(&checks)),
     }
     let Some(code) = exit_code(&checks) else {
         return Ok(());

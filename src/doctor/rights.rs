@@ -176,9 +176,11 @@ pub async fn check(client: &Client, namespace: &str) -> Vec<Check> {
                     ),
                 )
                 .with_fix(fix(&denied, right, namespace)),
-                Answer::Error(e) => {
-                    Check::warn(Area::Rights, name, format!("could not be checked: {e}"))
-                }
+                Answer::Error(e) => Check::warn(
+                    Area::Rights,
+                    name,
+                    format!("could not be checked: {}", crate::exit::describe(&e)),
+                ),
                 Answer::TimedOut => Check::warn(
                     Area::Rights,
                     name,

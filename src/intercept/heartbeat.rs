@@ -37,7 +37,7 @@ pub async fn renew(client: Client, namespace: String, name: String, stop: Cancel
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            warn!(lease = %name, error = %e, "could not renew the intercept's heartbeat; retrying");
+            warn!(lease = %name, error = %crate::exit::describe(&e), "could not renew the intercept's heartbeat; retrying");
         }
     }
 }
@@ -50,7 +50,7 @@ pub async fn expired(client: &Client, namespace: &str, name: &str) -> Option<boo
         Ok(None) => Some(true),
         Ok(Some(lease)) => Some(lease_expired(&lease, jiff::Timestamp::now())),
         Err(e) => {
-            warn!(lease = %name, error = %e, "cannot read an intercept's heartbeat");
+            warn!(lease = %name, error = %crate::exit::describe(&e), "cannot read an intercept's heartbeat");
             None
         }
     }

@@ -10,6 +10,8 @@
 //! - [`setup`], [`routes`], [`close`]: adding a route (record first, then the objects, then the
 //!   Service patch) and removing it; the last close restores the Service.
 //! - [`heartbeat`]: the Lease that marks a crashed czctl's routes as stale.
+//! - [`wait`]: the start's waits: progress after 2 s, fail-fast on pods that cannot start,
+//!   `--timeout`; [`parent`]: a detached start gives up when its foreground parent dies.
 //!
 //! ```text
 //! client ─▶ Service (selector → router) ─▶ NGINX ─┬─ header matches ─▶ tunnel agent ─▶ laptop
@@ -35,5 +37,6 @@ pub mod setup;
 pub mod shape;
 pub mod spec;
 pub mod store;
+pub mod wait;
 
 pub use run::{describe_closed, run, InterceptOptions, TunnelChoice};

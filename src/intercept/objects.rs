@@ -128,9 +128,14 @@ pub async fn wait_rollout(
     let deadline = Instant::now() + timeout;
     loop {
         let done = match deployments.get_opt(name).await {
-            Ok(Some(d)) => rolled_out(&d, generation),
+            Ok(Some(d)) => super::wait::rolled_out(&d, generation),
             Ok(None) => return Err(format!("deployment {namespace}/{name} was deleted")),
-            Err(e) => return Err(format!("cannot read deployment {namespace}/{name}: {e}")),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read deployment {namespace}/{name}: {}",
+                    crate::exit::describe(&e)
+                ))
+            }
         };
         if done {
             return Ok(());
@@ -144,27 +149,6 @@ pub async fn wait_rollout(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn rolled_out(d: &Deployment, generation: u64) -> bool {
-    let template_generation = d
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(GENERATION_ANNOTATION))
-        .and_then(|g| g.parse::<u64>().ok())
-        .unwrap_or(0);
-    let want = d.spec.replicas.unwrap_or(1);
-    let Some(status) = d.status.as_ref() else {
-        return false;
-    };
-    template_generation >= generation
-        && status.observed_generation >= d.metadata.generation
-        && status.updated_replicas.unwrap_or(0) >= want
-        && status.available_replicas.unwrap_or(0) >= want
-        && status.replicas.unwrap_or(0) == want
 }
 
 /// The waiting reasons of a Deployment's pods, for timeout messages.

@@ -12,6 +12,7 @@ use super::record::{RecordBody, Route};
 use super::setup::{store_error, Request, TunnelPlan};
 use super::shape;
 use super::store::{status_of, RecordStore, StoreError, Stored};
+use super::wait::Waits;
 use crate::exit::{Code, Fatal};
 
 /// Creates the record with our route, or adds our route to the existing one.
@@ -19,6 +20,7 @@ pub async fn join_record(
     client: &Client,
     store: &RecordStore,
     req: &Request,
+    waits: &Waits,
 ) -> Result<Stored, Fatal> {
     let name = names::record(&req.namespace, &req.service);
     let svc_name = format!("service {}/{}", req.namespace, req.service);
@@ -38,7 +40,7 @@ pub async fn join_record(
             TunnelPlan::Cluster { .. } => None,
         },
     };
-    let mut closing = false;
+    let mut closing = None;
     for _ in 0..100 {
         let existing = store
             .get(&name)
@@ -70,7 +72,18 @@ pub async fn join_record(
         };
         if stored.deleting() || stored.body.closing {
             // The last route of an earlier intercept is being closed: wait for it.
-            closing = true;
+            let progress = closing.get_or_insert_with(|| {
+                waits.start(
+                    format!("the earlier intercept of {svc_name} to finish closing"),
+                    None,
+                )
+            });
+            if progress
+                .pending("its last route is being removed".into())
+                .is_err()
+            {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(300)).await;
             continue;
         }
@@ -89,7 +102,7 @@ pub async fn join_record(
             Err(e) => return Err(store_error("updating the session record", e)),
         }
     }
-    if closing {
+    if closing.is_some() {
         return Err(Fatal::new(
             Code::Conflict,
             format!(

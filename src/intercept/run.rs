@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -21,7 +22,9 @@ use super::setup::{self, close_fatal, Request, TunnelPlan};
 use super::shape;
 use super::spec::HeaderMatch;
 use super::store::RecordStore;
+use super::wait::{self, Waits};
 use crate::cluster::client::{self, ClientOptions};
+use crate::detach::ParentWatch;
 use crate::exit::{from_kube, Code, Fatal};
 use crate::forward::spdy::{PortForward, Preference};
 use crate::forward::transport::Transport;
@@ -58,6 +61,8 @@ pub struct InterceptOptions {
     pub session: Option<String>,
     /// Running as the background child of `--detach`.
     pub detached: bool,
+    /// How long the start may wait for the cluster (`--timeout`).
+    pub timeout: Duration,
 }
 
 /// The tunnel asked for (its Debug form never shows the authtoken).
@@ -89,9 +94,13 @@ impl std::fmt::Debug for TunnelChoice {
 
 /// Parked tunnel connections kept ready at the agent.
 const POOL: usize = 4;
+/// How long removing what a failed start created may take.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs an intercept until SIGINT/SIGTERM or a `session close`.
 pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
+    // A detached child notices when the command waiting for it is killed during the start.
+    let parent = opts.detached.then(ParentWatch::start);
     let preference = Preference::from_env().map_err(|e| Fatal::new(Code::Usage, e))?;
     let mut stop = Stop::install()?;
     let connected = client::connect(&opts.client)
@@ -151,6 +160,9 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
             header: opts.header.to_string(),
             local: opts.local.to_string(),
         }),
+        group: crate::session::group::current(),
+        server: connected.server.clone(),
+        ..Record::default()
     };
     let local = |e: &dyn std::fmt::Display| Fatal::new(Code::Local, e.to_string());
     record.save(&opts.state_dir).map_err(|e| local(&e))?;
@@ -159,7 +171,15 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
     let work = CancellationToken::new();
     let _stop_work = work.clone().drop_guard();
     let stats = Arc::new(TunnelStats::default());
-    let status = status_fn(&ns, &opts, port, stats.clone(), port_forward);
+    let current = wait::Current::default();
+    let status = status_fn(
+        &ns,
+        &opts,
+        port,
+        stats.clone(),
+        port_forward,
+        current.clone(),
+    );
     if let Err(e) = control::serve(&record.socket, status, stop.close_tx.clone(), work.clone()) {
         record.remove(&opts.state_dir);
         return Err(local(&format!(
@@ -178,20 +198,27 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
         tunnel: plan,
         router_image: opts.router_image.clone(),
     };
+    // Progress of a detached start goes to stdout, which the waiting parent shows.
+    let waits = Waits::new(opts.timeout, current, opts.detached);
     let added = tokio::select! {
-        added = setup::add_route(&client, &store, &request) => added,
-        _ = stop.requested() => Err(Fatal::new(Code::Failure, "interrupted while starting")),
+        added = setup::add_route(&client, &store, &request, &waits) => added,
+        _ = stop.requested() => Err(Fatal::new(Code::Failure, "the start was interrupted")),
+        why = ParentWatch::wait_gone(parent) => Err(Fatal::new(
+            Code::Failure,
+            format!("the background session gave up its start: {why}"),
+        )),
+    };
+    // A parent that died just as the start finished would never show the session.
+    let added = match (added, parent.and_then(|p| p.gone())) {
+        (Ok(_), Some(why)) => Err(Fatal::new(
+            Code::Failure,
+            format!("the background session gave up its start: {why}"),
+        )),
+        (added, _) => added,
     };
     if let Err(e) = added {
-        // add_route undid its own changes; an interrupt may have cut it short.
-        if close::remove_route(&client, &store, &ns, &opts.service, &session, false)
-            .await
-            .is_ok()
-        {
-            // Keep the log: a detached parent shows its tail.
-            let _ = std::fs::remove_file(Record::path(&opts.state_dir, &record.id));
-        }
-        return Err(e);
+        let gone = parent.is_some_and(|p| p.gone().is_some());
+        return Err(abandon(e, &client, &store, &record, &opts, gone).await);
     }
 
     let mut tunnel_task = tokio::spawn(tunnel.run(opts.local, work.clone(), stats.clone()));
@@ -207,13 +234,21 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
         // The record written at the start still lets any run find and close this session.
         warn!(error = %e, "could not mark the session record ready");
     }
-    println!(
-        "intercepting {what} port {port}: requests with {} go to {} (session {session})",
-        opts.header, opts.local
-    );
-    eprintln!(
-        "czctl: other requests go to the original pods; stop with Ctrl-C or: czctl session close {session}"
-    );
+    {
+        // A closed stdout (a script stopped reading) must not stop the intercept.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "intercepting {what} port {port}: requests with {} go to {} (session {session})",
+            opts.header,
+            opts.local
+        );
+    }
+    if !opts.detached {
+        eprintln!(
+            "czctl: other requests go to the original pods; stop with Ctrl-C or: czctl session close {session}"
+        );
+    }
     if opts.detached {
         announce_detached(&session);
     }
@@ -331,7 +366,9 @@ fn tunnel_pod_resolver(client: Client, namespace: String, session: String) -> Po
             let list = pods
                 .list(&ListParams::default().labels(&selector))
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot list the tunnel pods: {e}"))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot list the tunnel pods: {}", crate::exit::describe(&e))
+                })?;
             list.items
                 .into_iter()
                 .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -348,12 +385,63 @@ fn tunnel_pod_resolver(client: Client, namespace: String, session: String) -> Po
     })
 }
 
+/// Removes everything a failed (or interrupted) start created in the cluster, then the local
+/// record; says so in the failure. When the cluster cannot be cleaned, the record stays so
+/// `czctl session close` can finish the job.
+async fn abandon(
+    failure: Fatal,
+    client: &Client,
+    store: &RecordStore,
+    record: &Record,
+    opts: &InterceptOptions,
+    parent_gone: bool,
+) -> Fatal {
+    let Some(ic) = &record.intercept else {
+        return failure;
+    };
+    let undo = tokio::time::timeout(
+        CLEANUP_TIMEOUT,
+        close::remove_route(client, store, &ic.namespace, &ic.service, &record.id, false),
+    )
+    .await;
+    let note = match undo {
+        Ok(Ok(_)) => {
+            // The log of a failed start stays for the command waiting on it, which shows its
+            // tail; with that command gone nobody will.
+            record.remove(&opts.state_dir);
+            if parent_gone {
+                let _ = std::fs::remove_file(record::log_path(&opts.state_dir, &record.id));
+            }
+            "everything czctl created for it in the cluster was removed again".to_string()
+        }
+        Ok(Err(e)) => format!(
+            "removing what it created in the cluster failed too ({}); finish with: czctl session close {}",
+            close_fatal(e),
+            record.id
+        ),
+        Err(_) => format!(
+            "removing what it created in the cluster did not finish within {}; finish with: czctl session close {}",
+            wait::show(CLEANUP_TIMEOUT),
+            record.id
+        ),
+    };
+    Fatal::new(
+        failure.code,
+        format!(
+            "{}
+The intercept did not start; {note}.",
+            failure.message
+        ),
+    )
+}
+
 fn status_fn(
     namespace: &str,
     opts: &InterceptOptions,
     port: u16,
     stats: Arc<TunnelStats>,
     transport: Arc<dyn Transport>,
+    current: wait::Current,
 ) -> control::StatusFn {
     let service = format!("{namespace}/{}", opts.service);
     let local = opts.local.to_string();
@@ -364,8 +452,24 @@ fn status_fn(
     };
     Arc::new(move || {
         let s = stats.snapshot();
+        let mut notes: Vec<Note> = current
+            .lines()
+            .into_iter()
+            .map(|line| Note {
+                service: service.clone(),
+                note: format!("starting: {line}"),
+            })
+            .collect();
+        notes.push(Note {
+            service: service.clone(),
+            note: format!(
+                "intercept: requests with {header} go to {local} through {kind} ({} parked)",
+                s.parked
+            ),
+        });
         Status {
             forwards: vec![Forward {
+                name: service.clone(),
                 service: service.clone(),
                 pod_host: None,
                 address: local.clone(),
@@ -379,13 +483,7 @@ fn status_fn(
                 bytes_down: s.bytes_down,
                 last_error: s.last_error.clone(),
             }],
-            notes: vec![Note {
-                service: service.clone(),
-                note: format!(
-                    "intercept: requests with {header} go to {local} through {kind} ({} parked)",
-                    s.parked
-                ),
-            }],
+            notes,
             // The cluster tunnel's parked port-forwards (none with ngrok).
             protocol: transport.protocol(),
         }

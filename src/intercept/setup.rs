@@ -1,7 +1,7 @@
 //! Adding a route: the record (created with the finalizer, or joined), the decoy, the session's
 //! tunnel end and heartbeat, the router configuration; then, once the router is ready, the
 //! checked patch that points the Service at it. Any failure after the record was touched
-//! removes the route again, so nothing is left half-done.
+//! makes the caller remove the route again, so nothing is left half-done.
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
-use super::close::{self, CloseError};
+use super::close::CloseError;
 use super::heartbeat::{micro_now, LEASE_SECONDS};
 use super::manifests::{self, Common, AGENT_DATA_PORT};
 use super::names;
@@ -22,10 +22,9 @@ use super::routes;
 use super::shape;
 use super::spec::HeaderMatch;
 use super::store::{status_of, RecordStore, StoreError, Stored};
+use super::wait::{self, WaitError, Waits};
 use crate::exit::{from_kube, Code, Fatal};
 
-/// How long the router and the tunnel may take to become ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the Service's endpoints may take to follow its patched selector.
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -96,38 +95,18 @@ pub fn store_error(what: &str, e: StoreError) -> Fatal {
     }
 }
 
-/// Adds the route; returns the record once the Service routes through the router.
+/// Adds the route; returns the record once the Service routes through the router. Every wait
+/// reports its progress through `waits` and ends at their deadline. On failure (or when the
+/// caller drops it half-way) the caller removes the route again with
+/// [`super::close::remove_route`], which takes whatever part of it exists.
 pub async fn add_route(
     client: &Client,
     store: &RecordStore,
     req: &Request,
+    waits: &Waits,
 ) -> Result<Stored, Fatal> {
-    let stored = routes::join_record(client, store, req).await?;
-    match finish(client, store, req, stored).await {
-        Ok(stored) => Ok(stored),
-        Err(fatal) => {
-            let undo = close::remove_route(
-                client,
-                store,
-                &req.namespace,
-                &req.service,
-                &req.session,
-                false,
-            )
-            .await;
-            let note = match undo {
-                Ok(_) => "everything czctl created for it was removed again".to_string(),
-                Err(e) => format!(
-                    "removing what it created failed too ({e}); run: czctl session close {}",
-                    req.session
-                ),
-            };
-            Err(Fatal::new(
-                fatal.code,
-                format!("{}\nThe intercept did not start; {note}.", fatal.message),
-            ))
-        }
-    }
+    let stored = routes::join_record(client, store, req, waits).await?;
+    finish(client, store, req, waits, stored).await
 }
 
 /// Creates the parts, waits for them, patches the Service when it is not yet routed.
@@ -135,6 +114,7 @@ async fn finish(
     client: &Client,
     store: &RecordStore,
     req: &Request,
+    waits: &Waits,
     mut stored: Stored,
 ) -> Result<Stored, Fatal> {
     let ns = req.namespace.as_str();
@@ -171,34 +151,49 @@ async fn finish(
     publish::router(client, store, ns, &stored)
         .await
         .map_err(|e| store_error("publishing the router configuration", e))?;
-    if let TunnelPlan::Cluster { agent_image, .. } = &req.tunnel {
-        let tunnel_name = names::session_part(&req.service, &req.session);
-        objects::wait_rollout(client, ns, &tunnel_name, 0, READY_TIMEOUT)
-            .await
-            .map_err(|e| {
-                Fatal::new(
-                    Code::Failure,
-                    format!("the tunnel's in-cluster end did not start: {e}\nIts image is {agent_image}; set another with --agent-image."),
-                )
-            })?;
-    }
-    objects::wait_rollout(
-        client,
-        ns,
-        &names::router(&req.service),
-        stored.body.generation,
-        READY_TIMEOUT,
-    )
-    .await
-    .map_err(|e| {
-        Fatal::new(
-            Code::Failure,
-            format!("the router did not become ready: {e}"),
+    // The agent and the router start side by side; either failing ends the start at once.
+    let tunnel = async {
+        let TunnelPlan::Cluster { agent_image, .. } = &req.tunnel else {
+            return Ok(());
+        };
+        let name = names::session_part(&req.service, &req.session);
+        wait::rollout(
+            waits,
+            client,
+            ns,
+            &name,
+            0,
+            &format!("the tunnel agent Deployment {ns}/{name}"),
         )
-    })?;
+        .await
+        .map_err(|e| {
+            e.fatal(&format!(
+                "The agent's image is {agent_image}; set another with --agent-image."
+            ))
+        })
+    };
+    let router_name = names::router(&req.service);
+    let router = async {
+        wait::rollout(
+            waits,
+            client,
+            ns,
+            &router_name,
+            stored.body.generation,
+            &format!("the router Deployment {ns}/{router_name}"),
+        )
+        .await
+        .map_err(|e| {
+            e.fatal(&format!(
+                "The router's image is {}; the first intercept of the Service chooses it with --router-image.",
+                stored.body.router_image
+            ))
+        })
+    };
+    tokio::try_join!(tunnel, router)?;
     if stored.body.hijacked.is_none() {
         stored = hijack(client, store, req, stored).await?;
-        wait_routed(client, ns, &req.service).await;
+        wait_routed(waits, client, ns, &req.service).await;
     }
     info!(namespace = ns, service = %req.service, "routing through the router");
     Ok(stored)
@@ -233,7 +228,7 @@ async fn cluster_tunnel(
     )
     .await
     {
-        warn!(error = %e, "could not restrict the tunnel agent to the router with a NetworkPolicy; other pods that can reach it could send requests to this machine");
+        warn!(error = %crate::exit::describe(&e), "could not restrict the tunnel agent to the router with a NetworkPolicy; other pods that can reach it could send requests to this machine");
     }
     let services = objects::api(client, ns, Kind::Service);
     let svc = objects::create_or_get(&services, manifests::tunnel_service(common, &req.session))
@@ -299,40 +294,46 @@ async fn hijack(
 
 /// Waits until the Service's EndpointSlices name only the router's pods, so the intercept is in
 /// effect when the command says it is ready (the endpoints follow the patched selector a moment
-/// later). Without the right to list EndpointSlices, or after [`ROUTE_TIMEOUT`], it goes on: the
-/// Service is patched and the cluster catches up by itself.
-async fn wait_routed(client: &Client, ns: &str, service: &str) {
+/// later). Without the right to list EndpointSlices, or after [`ROUTE_TIMEOUT`] (or the start's
+/// timeout), it goes on: the Service is patched and the cluster catches up by itself.
+async fn wait_routed(waits: &Waits, client: &Client, ns: &str, service: &str) {
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
     let params = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
     let prefix = format!("{}-", names::router(service));
-    let deadline = tokio::time::Instant::now() + ROUTE_TIMEOUT;
+    let mut progress = waits.start(
+        format!("the endpoints of service {ns}/{service} to name only the router's pods"),
+        Some(ROUTE_TIMEOUT),
+    );
     loop {
-        match api.list(&params).await {
-            Ok(list) => {
-                let pods: Vec<&str> = list
-                    .items
-                    .iter()
-                    .flat_map(|slice| slice.endpoints.iter().flatten())
-                    .filter_map(|e| e.target_ref.as_ref()?.name.as_deref())
-                    .collect();
-                if !pods.is_empty() && pods.iter().all(|pod| pod.starts_with(&prefix)) {
-                    return;
-                }
-            }
+        let pods: Vec<String> = match api.list(&params).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .flat_map(|slice| slice.endpoints.iter().flatten())
+                .filter_map(|e| e.target_ref.as_ref()?.name.clone())
+                .collect(),
             Err(e) => {
-                debug!(error = %e, "not waiting for the Service's endpoints: cannot list them");
+                debug!(error = %crate::exit::describe(&e), "not waiting for the Service's endpoints: cannot list them");
                 return;
             }
+        };
+        if !pods.is_empty() && pods.iter().all(|pod| pod.starts_with(&prefix)) {
+            progress.done();
+            return;
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = if pods.is_empty() {
+            "no endpoints yet".to_string()
+        } else {
+            format!("now {}", pods.join(", "))
+        };
+        if let Err(WaitError::TimedOut { last, waited, .. }) = progress.pending(now) {
             warn!(
-                service,
-                "the Service's endpoints do not name only the router after {} s; going on",
-                ROUTE_TIMEOUT.as_secs()
+                "the endpoints of service {ns}/{service} do not name only the router's pods after {} ({last}); going on: the Service is patched and its endpoints follow",
+                wait::show(waited)
             );
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        progress.pause().await;
     }
 }
 

@@ -63,7 +63,7 @@ impl Stored {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The API answered with an error.
-    #[error(transparent)]
+    #[error("{}", crate::exit::describe(.0))]
     Kube(#[from] kube::Error),
     /// The stored object does not hold a readable record.
     #[error("the session record {name} is unreadable: {why}")]

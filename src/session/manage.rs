@@ -86,41 +86,83 @@ pub async fn status(places: &Places, id: Option<&str>) -> Result<Vec<(Record, St
     Ok(out)
 }
 
-/// Closes one session (or all with `None`); returns a line per thing done. Closing a session
-/// that is already closed succeeds and says so.
-pub async fn close(places: &Places, id: Option<&str>, force: bool) -> Result<Vec<String>, Fatal> {
-    let mut said = Vec::new();
+/// Which sessions `session close` closes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Which {
+    /// One session by id.
+    One(String),
+    /// Every session of this group (CI job), and every stale one; every session outside a
+    /// job.
+    All {
+        /// The current group.
+        group: Option<String>,
+    },
+}
+
+/// What `session close` did: a line per thing done, and a line per failure (each with its fix).
+#[derive(Debug, Default)]
+pub struct Closing {
+    /// What was done or left alone, for stdout.
+    pub said: Vec<String>,
+    /// What could not be done, with the exit code of the first.
+    pub failed: Vec<Fatal>,
+}
+
+/// Closes sessions, trying every one and reporting each failure; closing a session that is
+/// already closed succeeds and says so; an unknown id is an error (exit 5). With `forget`,
+/// the session's process is stopped and its local traces removed without touching the
+/// cluster, saying what stays there.
+pub async fn close(places: &Places, which: &Which, force: bool, forget: bool) -> Closing {
+    let mut out = Closing::default();
     let mut editors = Editors::default();
-    let all = records(places)?;
-    let chosen: Vec<Record> = all
-        .into_iter()
-        .filter(|r| id.is_none_or(|id| r.id == id))
-        .collect();
-    if let (Some(id), true) = (id, chosen.is_empty()) {
-        said.push(format!("session {id} is already closed"));
-    }
-    for record in chosen {
-        if is_alive(record.pid) {
-            said.push(close_live(&record).await);
+    let all = match records(places) {
+        Ok(all) => all,
+        Err(e) => {
+            out.failed.push(e);
+            return out;
         }
-        if is_alive(record.pid) {
-            return Err(Fatal::new(
-                Code::Local,
-                format!("session {} (pid {}) did not stop", record.id, record.pid),
-            ));
-        }
-        if record.intercept.is_some() {
-            if Record::path(&places.state_dir, &record.id).exists() {
-                said.push(super::intercepts::clean_stale(places, &record, force).await?);
+    };
+    let chosen: Vec<Record> = match which {
+        Which::One(id) => {
+            let found: Vec<Record> = all.into_iter().filter(|r| &r.id == id).collect();
+            if found.is_empty() {
+                if record::was_closed(&places.state_dir, id) {
+                    out.said.push(format!("session {id} is already closed"));
+                } else {
+                    out.failed.push(Fatal::new(
+                        Code::NotFound,
+                        format!(
+                            "no session {id:?} on this machine; list them with: czctl session list"
+                        ),
+                    ));
+                }
+                return out;
             }
-            continue;
+            found
         }
-        if Record::path(&places.state_dir, &record.id).exists() {
-            clean_stale(places, &record, &mut editors)?;
-            said.push(format!(
-                "session {} was stale (pid {} gone): removed its hosts entries and addresses",
-                record.id, record.pid
-            ));
+        Which::All { group } => {
+            let (mine, others): (Vec<Record>, Vec<Record>) = all
+                .into_iter()
+                .partition(|r| group.is_none() || &r.group == group || !is_alive(r.pid));
+            if !others.is_empty() {
+                let ids: Vec<String> = others
+                    .iter()
+                    .map(|r| format!("{} ({})", r.id, r.group.as_deref().unwrap_or("no CI job")))
+                    .collect();
+                out.said.push(format!(
+                    "left alone {} live session(s) of other jobs: {}; this job is {}",
+                    others.len(),
+                    ids.join(", "),
+                    group.as_deref().unwrap_or("none")
+                ));
+            }
+            mine
+        }
+    };
+    for record in chosen {
+        match close_one(places, &record, force, forget, &mut editors).await {
+            Ok(lines) => out.said.extend(lines),
+            Err(e) => out.failed.push(e),
         }
     }
     let has_stale = |text: &str| {
@@ -128,22 +170,96 @@ pub async fn close(places: &Places, id: Option<&str>, force: bool) -> Result<Vec
             .iter()
             .any(|b| b.terminated() && !is_alive(b.pid()))
     };
-    if id.is_none() && needs_edit(&places.hosts_file, has_stale) {
+    if matches!(which, Which::All { .. }) && needs_edit(&places.hosts_file, has_stale) {
         let cleanup = editors
-            .get(&places.hosts_file, &places.state_dir)?
-            .remove_stale()
-            .map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
-        for block in cleanup.removed {
-            said.push(format!(
-                "removed a stale hosts block of session {} (pid {})",
-                block.session(),
-                block.pid()
-            ));
+            .get(&places.hosts_file, &places.state_dir)
+            .and_then(|e| {
+                e.remove_stale()
+                    .map_err(|e| Fatal::new(Code::Local, e.to_string()))
+            });
+        match cleanup {
+            Ok(cleanup) => {
+                for block in cleanup.removed {
+                    out.said.push(format!(
+                        "removed a stale hosts block of session {} (pid {})",
+                        block.session(),
+                        block.pid()
+                    ));
+                }
+            }
+            Err(e) => out.failed.push(e),
         }
     }
-    if id.is_none() && said.is_empty() {
-        said.push("no sessions to close".into());
+    if matches!(which, Which::All { .. }) && out.said.is_empty() && out.failed.is_empty() {
+        out.said.push("no sessions to close".into());
     }
+    out
+}
+
+/// Closes one session: stops its process, then undoes what it left (or, with `forget`, only
+/// its local traces).
+async fn close_one(
+    places: &Places,
+    record: &Record,
+    force: bool,
+    forget: bool,
+    editors: &mut Editors,
+) -> Result<Vec<String>, Fatal> {
+    let mut said = Vec::new();
+    if is_alive(record.pid) {
+        said.push(close_live(record).await);
+    }
+    if is_alive(record.pid) {
+        return Err(Fatal::new(
+            Code::Local,
+            format!(
+                "session {} (pid {}) did not stop; stop it yourself (kill {}) and close it again",
+                record.id, record.pid, record.pid
+            ),
+        ));
+    }
+    // A session that ended by itself keeps only the log of a failed start; this is its end.
+    record::remove_log(&places.state_dir, &record.id);
+    if !Record::path(&places.state_dir, &record.id).exists() {
+        return Ok(said);
+    }
+    if let Some(ic) = &record.intercept {
+        if forget {
+            record.remove(&places.state_dir);
+            said.push(format!(
+                "session {}: forgotten on this machine; left in namespace {} of context {}:                  its route on service {} (header {}), tunnel agent and heartbeat Lease. Once the                  heartbeat expires, `czctl service intercept {} -n {} --close` removes them from                  any machine; or by hand: kubectl -n {} delete deployment,service,secret,lease,networkpolicy -l {}={}",
+                record.id,
+                ic.namespace,
+                record.context,
+                ic.service,
+                ic.header,
+                ic.service,
+                ic.namespace,
+                ic.namespace,
+                crate::intercept::names::TUNNEL_LABEL,
+                record.id
+            ));
+            return Ok(said);
+        }
+        let cleaned = super::intercepts::clean_stale(places, record, force)
+            .await
+            .map_err(|e| {
+                Fatal::new(
+                    e.code,
+                    format!(
+                        "session {}: {}\nIf its cluster or kubeconfig is gone, discard it on this machine: czctl session close {} --forget",
+                        record.id, e.message, record.id
+                    ),
+                )
+            })?;
+        said.push(cleaned);
+        return Ok(said);
+    }
+    clean_stale(places, record, editors)?;
+    said.push(format!(
+        "session {} was stale (pid {} gone): removed its hosts entries and addresses",
+        record.id, record.pid
+    ));
     Ok(said)
 }
 
@@ -174,7 +290,7 @@ fn needs_edit(file: &Path, wanted: impl Fn(&str) -> bool) -> bool {
 
 /// Asks a live session to close and waits for its process to end (SIGTERM, then SIGKILL, as
 /// fallbacks); the session cleans up after itself.
-pub(super) async fn close_live(record: &Record) -> String {
+pub async fn close_live(record: &Record) -> String {
     let asked = matches!(
         control::request(&record.socket, Request::Close).await,
         Ok(Response::Closing)
@@ -231,5 +347,6 @@ fn clean_stale(places: &Places, record: &Record, editors: &mut Editors) -> Resul
         .release_all_of(record.pid)
         .map_err(|e| local(&e))?;
     record.remove(&places.state_dir);
+    record::remove_backup(&places.state_dir, &record.id);
     Ok(())
 }

@@ -4,9 +4,13 @@
 //! - [`record`]: the JSON record per session (0600), socket and log paths.
 //! - [`control`]: the control socket (Unix, 0600, peer uid checked): status and close.
 //! - [`status`]: what a session reports, and its table.
-//! - [`manage`]: `session list`, `status`, `session close` (live or stale).
+//! - [`manage`]: `session list`, `status`, `session close` (live or stale, every one tried).
+//! - [`group`]: the CI job a session belongs to (job-scoped `close --all`, reuse).
+//! - [`claim`]: one teleport per namespace set: reuse a live one or claim under a lock.
 
+pub mod claim;
 pub mod control;
+pub mod group;
 pub mod intercepts;
 pub mod manage;
 pub mod record;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// What a session is.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Record {
     /// Session id (`tp-xxxxxx`), also in the hosts-file markers.
     pub id: String,
@@ -29,6 +29,18 @@ pub struct Record {
     /// For intercepts: what the cluster holds for this session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intercept: Option<InterceptRef>,
+    /// The CI job (or `CZCTL_SESSION_GROUP`) it was started in; see [`super::group`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The API server URL of the context.
+    #[serde(default)]
+    pub server: String,
+    /// For teleports: the label selector on Services, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// For teleports: the cluster DNS domain the names use.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster_domain: String,
 }
 
 /// Where an intercept's route lives in the cluster, so any later run can close it.
@@ -104,12 +116,65 @@ impl Record {
         std::fs::rename(&tmp, &path).map_err(io("write", &path))
     }
 
-    /// Removes the record and the session's socket and log.
+    /// Removes the record and the session's socket, and remembers that the session was closed
+    /// (so closing it again says "already closed", not "no such session"). The log goes too
+    /// once the session had been ready; the log of a start that failed stays for the command
+    /// waiting on it, which reads it out and removes it ([`remove_log`]).
     pub fn remove(&self, state_dir: &Path) {
         let _ = std::fs::remove_file(Self::path(state_dir, &self.id));
         let _ = std::fs::remove_file(&self.socket);
-        let _ = std::fs::remove_file(log_path(state_dir, &self.id));
+        if self.state == "ready" {
+            remove_log(state_dir, &self.id);
+        }
+        mark_closed(state_dir, &self.id);
     }
+}
+
+/// How many closed session ids are remembered.
+const CLOSED_KEPT: usize = 500;
+
+fn closed_path(state_dir: &Path) -> PathBuf {
+    dir(state_dir).join("closed")
+}
+
+/// Remembers that session `id` was closed (the newest [`CLOSED_KEPT`] ids are kept).
+pub fn mark_closed(state_dir: &Path, id: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = closed_path(state_dir);
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut ids: Vec<&str> = old.lines().filter(|l| *l != id).collect();
+    ids.push(id);
+    let keep = &ids[ids.len().saturating_sub(CLOSED_KEPT)..];
+    let tmp = path.with_extension("tmp");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(format!("{}\n", keep.join("\n")).as_bytes())
+        });
+    if written.is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+}
+
+/// Whether session `id` was closed (within the newest [`CLOSED_KEPT`]).
+pub fn was_closed(state_dir: &Path, id: &str) -> bool {
+    std::fs::read_to_string(closed_path(state_dir)).is_ok_and(|t| t.lines().any(|l| l == id))
+}
+
+/// Removes the hosts-file backup of a session that ended cleanly (its block is gone, so the
+/// backup is no longer needed to repair anything).
+pub fn remove_backup(state_dir: &Path, id: &str) {
+    let _ = std::fs::remove_file(state_dir.join(format!("hosts-{id}.backup")));
+}
+
+/// Removes a session's log.
+pub fn remove_log(state_dir: &Path, id: &str) {
+    let _ = std::fs::remove_file(log_path(state_dir, id));
 }
 
 /// Where a detached session logs.
@@ -157,7 +222,7 @@ mod tests {
             socket: socket_path(&state, "tp-abc"),
             started: "2026-11-23T09:00:00Z".into(),
             state: "ready".into(),
-            intercept: None,
+            ..Record::default()
         };
         record.save(&state).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -167,8 +232,11 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(list(&state).unwrap(), vec![record.clone()]);
+        assert!(!was_closed(&state, "tp-abc"));
         record.remove(&state);
         assert!(list(&state).unwrap().is_empty());
+        assert!(was_closed(&state, "tp-abc"));
+        assert!(!was_closed(&state, "tp-abd"));
         let _ = std::fs::remove_dir_all(state);
     }
 }

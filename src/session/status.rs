@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 /// One forwarded address of a session.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Forward {
+    /// What the address stands for, as the tables name it: `namespace/service`, or
+    /// `namespace/service/pod` for a StatefulSet pod's own address.
+    #[serde(default)]
+    pub name: String,
     /// `namespace/name` of the Service.
     pub service: String,
     /// The pod, for per-pod addresses of StatefulSets.
@@ -134,6 +138,7 @@ mod tests {
     fn renders_forwards_and_notes() {
         let status = Status {
             forwards: vec![Forward {
+                name: "demo/echo".into(),
                 service: "demo/echo".into(),
                 pod_host: None,
                 address: "127.1.2.3".into(),

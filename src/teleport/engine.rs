@@ -74,29 +74,36 @@ impl Published {
                      names,
                      ports,
                      target,
-                 }| Forward {
-                    service: target.service.to_string(),
-                    pod_host: target
+                 }| {
+                    let pod_host = target
                         .pinned
                         .as_ref()
-                        .and_then(|_| key.rsplit('/').next().map(str::to_string)),
-                    address: addr.to_string(),
-                    names: names.clone(),
-                    ports: ports.clone(),
-                    pods: target
-                        .backends()
-                        .iter()
-                        .map(|b| PodState {
-                            name: b.pod.clone(),
-                            ready: b.ready,
-                        })
-                        .collect(),
-                    last_pod: target.stats.last_pod(),
-                    open_connections: target.stats.open.load(Ordering::Relaxed),
-                    total_connections: target.stats.total.load(Ordering::Relaxed),
-                    bytes_up: target.stats.bytes_up.load(Ordering::Relaxed),
-                    bytes_down: target.stats.bytes_down.load(Ordering::Relaxed),
-                    last_error: target.stats.last_error(),
+                        .and_then(|_| key.rsplit('/').next().map(str::to_string));
+                    Forward {
+                        name: match &pod_host {
+                            Some(host) => format!("{}/{host}", target.service),
+                            None => target.service.to_string(),
+                        },
+                        service: target.service.to_string(),
+                        pod_host,
+                        address: addr.to_string(),
+                        names: names.clone(),
+                        ports: ports.clone(),
+                        pods: target
+                            .backends()
+                            .iter()
+                            .map(|b| PodState {
+                                name: b.pod.clone(),
+                                ready: b.ready,
+                            })
+                            .collect(),
+                        last_pod: target.stats.last_pod(),
+                        open_connections: target.stats.open.load(Ordering::Relaxed),
+                        total_connections: target.stats.total.load(Ordering::Relaxed),
+                        bytes_up: target.stats.bytes_up.load(Ordering::Relaxed),
+                        bytes_down: target.stats.bytes_down.load(Ordering::Relaxed),
+                        last_error: target.stats.last_error(),
+                    }
                 },
             )
             .collect();
@@ -119,6 +126,9 @@ pub struct Engine {
     block: BlockId,
     running: BTreeMap<String, Running>,
     report: Report,
+    /// The namespaces and the Service selector, when one was given: a namespace where it
+    /// matches nothing is reported.
+    selected: Option<(Vec<String>, String)>,
 }
 
 impl Engine {
@@ -141,7 +151,28 @@ impl Engine {
             block,
             running: BTreeMap::new(),
             report,
+            selected: None,
         }
+    }
+
+    /// Reports namespaces of `namespaces` where `selector` matches no Service.
+    pub fn watch_selector(&mut self, namespaces: &[String], selector: &str) {
+        self.selected = Some((namespaces.to_vec(), selector.to_string()));
+    }
+
+    /// Notes about whole namespaces (`NS/*`): a selector that matches nothing there.
+    pub fn namespace_notes(&self) -> Vec<Note> {
+        let Some((namespaces, selector)) = &self.selected else {
+            return Vec::new();
+        };
+        namespaces
+            .iter()
+            .filter(|ns| self.model.services_in(ns).is_empty())
+            .map(|ns| Note {
+                service: format!("{ns}/*"),
+                note: format!("no Service matches the selector {selector}"),
+            })
+            .collect()
     }
 
     /// Applies a model change; returns the Service it concerns.
@@ -266,6 +297,7 @@ impl Engine {
                 note: n.to_string(),
             })
             .collect();
+        notes.extend(self.namespace_notes());
         notes.sort_by(|a, b| a.service.cmp(&b.service));
         *self.published.write().unwrap_or_else(|e| e.into_inner()) = Published { forwards, notes };
     }
@@ -309,12 +341,17 @@ impl Engine {
             bound.insert(key.to_string(), listeners);
             true
         })?;
+        let service_of: HashMap<&str, &ObjectKey> =
+            new.iter().map(|(k, d)| (k.as_str(), &d.service)).collect();
         for (key, port) in &denied {
             warn!(
                 "port {port} of {key} is not forwarded: this user may not listen on ports \
                  below 1024 (net.ipv4.ip_unprivileged_port_start); run czctl with sudo or \
                  lower that limit"
             );
+            if let Some(service) = service_of.get(key.as_str()) {
+                self.report.denied(service, *port);
+            }
         }
         for ((key, desired), addr) in new.into_iter().zip(addrs) {
             let target = Arc::new(Target::new(

@@ -6,6 +6,7 @@
 //! - [`report`]: the ready table and change lines on stdout.
 //! - `startup`: the checks and preparations before anything is forwarded.
 //! - [`command`]: a command run under the teleport (`KIND teleport NAME -- CMD`).
+//! - [`launch`]: reuse a live session, start one in the background (default), or run here.
 //!
 //! Order of a run: make sure the hosts file can be edited, directly or through a root helper
 //! started once with sudo (nothing changes before that), build the client (always as the
@@ -15,11 +16,13 @@
 
 pub mod command;
 pub mod engine;
+pub mod launch;
 pub mod plan;
 pub mod report;
 mod startup;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,11 +36,13 @@ use tracing::{info, warn};
 use crate::cluster::client::{self, ClientOptions};
 use crate::cluster::model::ObjectKey;
 use crate::cluster::watch::{self, WatchEvent};
+use crate::detach::ParentWatch;
 use crate::exit::{Code, Fatal};
 use crate::forward::spdy::{PortForward, Preference};
 use crate::hosts::BlockId;
+use crate::session::claim::Want;
 use crate::session::control;
-use crate::session::record::{self, Record};
+use crate::session::record;
 use engine::Engine;
 use plan::Naming;
 use report::Report;
@@ -69,6 +74,41 @@ pub struct TeleportOptions {
     pub detached: bool,
     /// Run this command once ready; the session ends when it exits.
     pub command: Option<command::CommandSpec>,
+    /// Called once when ready with the address of every Service (`namespace/name`); what it
+    /// returns replaces `command` (a workload export writes its file here, with the loopback
+    /// addresses in its Service links).
+    pub on_ready: Option<OnReady>,
+}
+
+/// A one-shot call when a teleport is ready; see [`TeleportOptions::on_ready`].
+#[derive(Clone)]
+pub struct OnReady(Arc<std::sync::Mutex<Option<ReadyFn>>>);
+
+/// What [`OnReady`] runs.
+pub type ReadyFn = Box<
+    dyn FnOnce(&BTreeMap<String, Ipv4Addr>) -> Result<Option<command::CommandSpec>, Fatal> + Send,
+>;
+
+impl OnReady {
+    /// Wraps `f`.
+    pub fn new(f: ReadyFn) -> OnReady {
+        OnReady(Arc::new(std::sync::Mutex::new(Some(f))))
+    }
+
+    /// Runs it (only the first time).
+    pub fn call(
+        &self,
+        addresses: &BTreeMap<String, Ipv4Addr>,
+    ) -> Result<Option<command::CommandSpec>, Fatal> {
+        let f = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        f.map_or(Ok(None), |f| f(addresses))
+    }
+}
+
+impl std::fmt::Debug for OnReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnReady")
+    }
 }
 
 /// Runs a teleport until SIGINT/SIGTERM or a `session close`.
@@ -80,6 +120,7 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
             "{name}"
         )
     };
+    let parent = options.detached.then(ParentWatch::start);
     let preference = Preference::from_env().map_err(|e| Fatal::new(Code::Usage, e))?;
     let mut stop = Stop::install()?;
     raise_file_limit();
@@ -96,18 +137,11 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
     let block = BlockId::new(session.clone(), std::process::id())
         .map_err(|e| Fatal::new(Code::Usage, e.to_string()))?;
     prepare_hosts(&hosts, &block, &options)?;
-    let mut record = Record {
-        id: session.clone(),
-        kind: "teleport".into(),
-        pid: std::process::id(),
-        namespaces: options.namespaces.clone(),
-        context: connected.context.clone(),
-        hosts_file: options.hosts_file.clone(),
-        socket: record::socket_path(&options.state_dir, &session),
-        started: now_rfc3339(),
-        state: "starting".into(),
-        intercept: None,
-    };
+    let mut record = want(&options, &connected.context, &connected.server).record(
+        &session,
+        std::process::id(),
+        &options.state_dir,
+    );
     let local = |e: &dyn std::fmt::Display| Fatal::new(Code::Local, e.to_string());
     record.save(&options.state_dir).map_err(|e| local(&e))?;
     phase("session recorded, hosts file checked and backed up");
@@ -125,6 +159,9 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
     let transport = Arc::new(PortForward::new(connected.streams.clone(), preference));
     let registry = Registry::new(options.registry_dir.clone());
     let mut engine = Engine::new(naming, registry, transport, hosts, block, Report::default());
+    if let Some(selector) = &options.labels {
+        engine.watch_selector(&options.namespaces, selector);
+    }
     let control_stop = CancellationToken::new();
     let _stop_control = control_stop.clone().drop_guard();
     if let Err(e) = control::serve(
@@ -141,7 +178,11 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
     }
 
     let result = async {
-        let all = initial_sync(&mut engine, &mut rx, &options.namespaces, options.labels.as_deref(), &mut stop).await?;
+        let synced = initial_sync(&mut engine, &mut rx, &options.namespaces, options.labels.as_deref(), &mut stop, options.detached);
+        let all = tokio::select! {
+            all = synced => all?,
+            why = ParentWatch::wait_gone(parent) => return Err(Fatal::new(Code::Failure, format!("stopped before it was ready: {why}"))),
+        };
         phase("first lists received");
         engine.reconcile(&all).map_err(|e| local(&e))?;
         phase("addresses, listeners and hosts entries in place");
@@ -152,22 +193,56 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
         }
         record.state = "ready".into();
         record.save(&options.state_dir).map_err(|e| local(&e))?;
-        eprintln!(
-            "czctl: teleport ready (session {session}, {} addresses); stop with Ctrl-C or: czctl session close {session}",
-            engine.running().count()
-        );
+        let addresses = engine.running().count();
+        match &options.command {
+            Some(command) => eprintln!(
+                "czctl: teleport ready (session {session}, {addresses} addresses); running {}; the teleport ends with it",
+                command.argv.first().map(|a| a.to_string_lossy()).unwrap_or_default()
+            ),
+            None if options.detached => {}
+            None => eprintln!(
+                "czctl: teleport ready (session {session}, {addresses} addresses); stop with Ctrl-C or: czctl session close {session}"
+            ),
+        }
+        let mut command = options.command.clone();
+        if let Some(hook) = &options.on_ready {
+            let addresses: BTreeMap<String, Ipv4Addr> = engine
+                .running()
+                .filter(|(_, _, _, _, target)| target.pinned.is_none())
+                .map(|(_, addr, _, _, target)| (target.service.to_string(), addr))
+                .collect();
+            if let Some(spec) = hook.call(&addresses)? {
+                command = Some(spec);
+            }
+        }
         if options.detached {
             announce_detached(&session);
         }
-        let child = options.command.as_ref().map(command::spawn).transpose()?;
+        let child = command.as_ref().map(command::spawn).transpose()?;
         follow(&mut engine, &mut rx, &mut stop, child).await
     }
     .await;
     let teardown = engine.teardown();
     record.remove(&options.state_dir);
+    if teardown.is_ok() {
+        record::remove_backup(&options.state_dir, &session);
+    }
     let code = result?;
     teardown.map_err(|e| Fatal::new(Code::Local, format!("teardown: {e}")))?;
     Ok(code)
+}
+
+/// What a teleport with these options is, for its record and for finding a session to reuse.
+pub fn want(options: &TeleportOptions, context: &str, server: &str) -> Want {
+    Want {
+        namespaces: options.namespaces.clone(),
+        context: context.to_string(),
+        server: server.to_string(),
+        hosts_file: options.hosts_file.clone(),
+        selector: options.labels.clone(),
+        cluster_domain: options.cluster_domain.clone(),
+        group: crate::session::group::current(),
+    }
 }
 
 /// What ends a session: SIGINT, SIGTERM, or a close request on the control socket.
@@ -290,13 +365,21 @@ fn print_table(engine: &mut Engine, services: &BTreeSet<ObjectKey>, to_stderr: b
         let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
         rows.push([label, addr.to_string(), ports.join(","), names.join(" ")]);
     }
+    let running: BTreeSet<String> = rows.iter().map(|r| r[0].clone()).collect();
     for key in services {
         let note = engine.report().note_of(key).to_string();
-        if !note.is_empty() {
-            rows.push([key.to_string(), "-".into(), "-".into(), note]);
+        if note.is_empty() {
+            continue;
         }
+        let label = key.to_string();
+        // A forwarded Service's note goes on a line of its own under it.
+        let blank = if running.contains(&label) { "" } else { "-" };
+        rows.push([label, blank.into(), blank.into(), note]);
     }
-    rows.sort();
+    for note in engine.namespace_notes() {
+        rows.push([note.service, "-".into(), "-".into(), note.note]);
+    }
+    rows.sort_by(|a, b| (&a[0], a[1].is_empty(), &a[1]).cmp(&(&b[0], b[1].is_empty(), &b[1])));
     report::table(rows, to_stderr);
 }
 

@@ -1,7 +1,7 @@
 //! What a teleport prints on stdout: the table once everything is ready, then one line per
 //! change. Logs go to stderr; stdout stays parseable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::net::Ipv4Addr;
 
@@ -13,6 +13,8 @@ use crate::cluster::model::{Backend, NotForwarded, ObjectKey, ServiceView};
 pub struct Report {
     live: bool,
     notes: HashMap<ObjectKey, String>,
+    /// Ports of a Service this user may not listen on (below 1024 without root).
+    denied: HashMap<ObjectKey, BTreeSet<u16>>,
 }
 
 fn ports_text(ports: impl Iterator<Item = u16>) -> String {
@@ -78,9 +80,32 @@ impl Report {
         }
     }
 
+    /// Remembers that this user may not listen on `port` of `service`.
+    pub fn denied(&mut self, service: &ObjectKey, port: u16) {
+        self.denied.entry(service.clone()).or_default().insert(port);
+    }
+
     /// Notes what is not forwarded about a Service, printing it when it changes.
     pub fn service(&mut self, view: &ServiceView) {
-        let note = note(view);
+        let mut parts: Vec<String> = Vec::new();
+        let base = note(view);
+        if !base.is_empty() {
+            parts.push(base);
+        }
+        if let Some(ports) = self.denied.get(&view.key).filter(|p| !p.is_empty()) {
+            parts.push(denied_note(ports));
+        }
+        if view.not_forwarded.is_none() && !view.backends.iter().any(|b| b.ready) {
+            parts.push(if view.backends.is_empty() {
+                "no pod behind it yet: connections are refused until one is ready".to_string()
+            } else {
+                format!(
+                    "none of its {} pod(s) is ready: connections are refused until one is",
+                    view.backends.len()
+                )
+            });
+        }
+        let note = parts.join("; ");
         let previous = self.notes.insert(view.key.clone(), note.clone());
         if self.live && previous.as_deref().unwrap_or("") != note && !note.is_empty() {
             say(format!("note service {} {note}", view.key));
@@ -90,6 +115,7 @@ impl Report {
     /// Forgets a deleted Service's note.
     pub fn forget(&mut self, key: &ObjectKey) {
         self.notes.remove(key);
+        self.denied.remove(key);
     }
 
     /// Every non-empty note, by Service.
@@ -132,6 +158,18 @@ pub fn note(view: &ServiceView) -> String {
             skipped.join(",")
         )
     }
+}
+
+/// Says which ports were not forwarded because this user may not listen on them, and how to
+/// fix it.
+fn denied_note(ports: &BTreeSet<u16>) -> String {
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let lowest = ports.iter().min().copied().unwrap_or(0);
+    format!(
+        "port {} not forwarded: only root may listen below 1024 here; run czctl with sudo, or \
+         allow it: sudo sysctl net.ipv4.ip_unprivileged_port_start={lowest}",
+        list.join(",")
+    )
 }
 
 /// Prints the table of everything forwarded and not forwarded: on stdout, or on stderr when

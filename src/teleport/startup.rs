@@ -57,6 +57,7 @@ pub(super) async fn initial_sync(
     namespaces: &[String],
     labels: Option<&str>,
     stop: &mut Stop,
+    detached: bool,
 ) -> Result<BTreeSet<ObjectKey>, Fatal> {
     let mut pending: HashSet<(String, Kind)> = namespaces
         .iter()
@@ -67,9 +68,20 @@ pub(super) async fn initial_sync(
             ]
         })
         .collect();
+    let mut progress =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_AFTER, PROGRESS_AFTER);
     while !pending.is_empty() {
         let event = tokio::select! {
             _ = stop.requested() => return Err(Fatal::new(Code::Failure, "stopped before the teleport was ready")),
+            _ = progress.tick() => {
+                let mut waiting: Vec<String> = pending
+                    .iter()
+                    .map(|(ns, kind)| format!("{} in {ns}", kind.plural()))
+                    .collect();
+                waiting.sort();
+                say_progress(detached, &format!("waiting for the first list of {} from the API server", waiting.join(", ")));
+                continue;
+            }
             event = rx.recv() => event,
         };
         match event {
@@ -100,6 +112,22 @@ pub(super) async fn initial_sync(
         }
     }
     Ok(engine.all_services(namespaces).into_iter().collect())
+}
+
+/// How long a start waits before saying what it waits for.
+pub(crate) const PROGRESS_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Says what a start is waiting for: on stderr, or, in a background child before it is
+/// ready, on stdout, which its parent relays to the user's stderr.
+pub(crate) fn say_progress(detached: bool, what: &str) {
+    use std::io::Write;
+    if detached {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "czctl: {what}");
+        let _ = out.flush();
+    } else {
+        eprintln!("czctl: {what}");
+    }
 }
 
 pub(super) fn watch_failure(

@@ -81,8 +81,8 @@ pub(super) fn expand_value(
                 unknown.push(name.to_string());
                 None
             }
-            None => match sources.service_env.get(name) {
-                Some(text) => Some(text.as_bytes()),
+            None => match sources.service_env.iter().find(|(n, _)| n == name) {
+                Some((_, text)) => Some(text.as_bytes()),
                 None => {
                     if !undefined.iter().any(|n| n == name) {
                         undefined.push(name.to_string());

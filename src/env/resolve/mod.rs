@@ -34,11 +34,13 @@
 //! The kubelet hands the runtime its variables in Go map order (random). [`Resolved::vars`]
 //! is deterministic instead: in the order names are first defined (`envFrom` sources in
 //! order, each one's keys sorted; then `env` in order), an overridden name keeping its first
-//! position with its last value; then the Service variables nothing else defined.
+//! position with its last value; then the Service variables nothing else defined, in the
+//! order of [`Sources::service_env`].
 //!
 //! # Not seen from here
 //! LimitRange defaults applied when a pod is admitted; in-place resizes of a running pod;
-//! the Service variables themselves unless the caller fills [`Sources::service_env`].
+//! the Service variables themselves: the caller fills [`Sources::service_env`] (see
+//! [`crate::env::links`]).
 //!
 //! Secret values never appear in errors, warnings or `Debug` output: those name objects,
 //! keys and variables only.
@@ -71,11 +73,13 @@ pub struct Sources {
     pub secrets: BTreeMap<String, Secret>,
     /// A live pod of the workload, for the downward API (`fieldRef`).
     pub pod: Option<Pod>,
-    /// The Service variables the kubelet adds (`KUBERNETES_SERVICE_HOST`, `API_PORT`, ...):
-    /// used for `$(VAR)` expansion after the container's own variables and appended to
-    /// [`Resolved::vars`] where the container defines no variable of that name. Empty:
-    /// none (a `$(...)` naming one stays literal, with a warning).
-    pub service_env: BTreeMap<String, String>,
+    /// The Service variables the kubelet adds (`KUBERNETES_SERVICE_HOST`, `API_PORT`, ...,
+    /// from [`crate::env::links::Links::variables`]), in order, each name once (a repeated
+    /// name counts the first time only): used for `$(VAR)` expansion after the container's
+    /// own variables and appended, in this order, to [`Resolved::vars`] where the container
+    /// defines no variable of that name. Empty: none (a `$(...)` naming one stays literal,
+    /// with a warning).
+    pub service_env: Vec<(String, String)>,
     /// Which `envFrom` keys become variables.
     pub name_rule: NameRule,
 }
@@ -326,6 +330,7 @@ pub fn resolve(
         ..Resolved::default()
     };
     for (name, value) in &sources.service_env {
+        // Also skips a repeated name: the first one is in `slots` by now.
         if !env.slots.contains_key(name) {
             env.order.push(name.clone());
             env.slots

@@ -790,13 +790,13 @@ fn service_variables_expand_and_come_last() {
         {"name": "KUBERNETES_SERVICE_PORT", "value": "8443"},
     ]}));
     let mut s = Sources::new(NS);
-    s.service_env = BTreeMap::from([
+    s.service_env = vec![
         (
             "KUBERNETES_SERVICE_HOST".to_string(),
             "10.96.0.1".to_string(),
         ),
         ("KUBERNETES_SERVICE_PORT".to_string(), "443".to_string()),
-    ]);
+    ];
     let r = run(&c, &s);
     assert_eq!(
         texts(&r),
