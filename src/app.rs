@@ -231,6 +231,7 @@ async fn workload(
         client: client_options(cluster),
         container: args.container.clone(),
         file: args.file.clone(),
+        overwrite: args.overwrite,
         format: args.format,
         command: args.command.clone(),
     };
@@ -330,7 +331,8 @@ fn check_namespace_flag(namespace: Option<&str>) -> Result<(), Fatal> {
         Some(ns) => Err(Fatal::new(
             Code::Usage,
             format!(
-                "{ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"
+                "{} is not a namespace name (lowercase letters, digits and '-', at most 63)",
+                crate::exit::shown(ns)
             ),
         )),
         None => Ok(()),
@@ -483,7 +485,8 @@ fn doctor_options(
         return Err(Fatal::new(
             Code::Usage,
             format!(
-                "{ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"
+                "{} is not a namespace name (lowercase letters, digits and '-', at most 63)",
+                crate::exit::shown(ns)
             ),
         ));
     }
@@ -500,7 +503,10 @@ fn teleport_options(args: TeleportArgs, cluster: &ClusterArgs) -> Result<Telepor
         if !is_dns_label(ns) {
             return Err(Fatal::new(
                 Code::Usage,
-                format!("{ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"),
+                format!(
+                    "{} is not a namespace name (lowercase letters, digits and '-', at most 63)",
+                    crate::exit::shown(ns)
+                ),
             ));
         }
     }
@@ -508,8 +514,8 @@ fn teleport_options(args: TeleportArgs, cluster: &ClusterArgs) -> Result<Telepor
         return Err(Fatal::new(
             Code::Usage,
             format!(
-                "--cluster-domain {:?} is not a DNS domain (dot-separated labels of lowercase letters, digits and '-')",
-                args.cluster_domain
+                "--cluster-domain {} is not a DNS domain (dot-separated labels of lowercase letters, digits and '-')",
+                crate::exit::shown(&args.cluster_domain)
             ),
         ));
     }
@@ -517,7 +523,7 @@ fn teleport_options(args: TeleportArgs, cluster: &ClusterArgs) -> Result<Telepor
     if let Some(dup) = args.namespaces.iter().find(|ns| !seen.insert(*ns)) {
         return Err(Fatal::new(
             Code::Usage,
-            format!("namespace {dup:?} is given twice"),
+            format!("namespace {} is given twice", crate::exit::shown(dup)),
         ));
     }
     Ok(TeleportOptions {
@@ -532,6 +538,7 @@ fn teleport_options(args: TeleportArgs, cluster: &ClusterArgs) -> Result<Telepor
         detached: false,
         command: None,
         on_ready: None,
+        timeout: args.timeout,
     })
 }
 
@@ -545,26 +552,16 @@ fn is_dns_label(s: &str) -> bool {
 }
 
 /// czctl's per-user state: `CZCTL_STATE_DIR`, else `$XDG_STATE_HOME/czctl`, else
-/// `~/.local/state/czctl`.
+/// `~/.local/state/czctl`; empty variables count as unset (see [`crate::paths::state_dir`]).
 pub fn state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CZCTL_STATE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(dir).join("czctl");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    home.join(".local").join("state").join("czctl")
+    crate::paths::state_dir()
 }
 
-/// The machine-wide address registry shared by every czctl run: `CZCTL_REGISTRY_DIR`, else
-/// `czctl-loopback` in the temp directory.
+/// The address registry of this user's czctl runs: `CZCTL_REGISTRY_DIR`, else
+/// `/run/czctl-loopback` for root, else `$XDG_RUNTIME_DIR/czctl-loopback`, else
+/// `$TMPDIR/czctl-loopback-UID` (see [`crate::paths::registry_dir`]).
 pub fn registry_dir() -> PathBuf {
-    std::env::var_os("CZCTL_REGISTRY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("czctl-loopback"))
+    crate::paths::registry_dir()
 }
 
 #[cfg(test)]

@@ -283,6 +283,12 @@ pub struct WorkloadTeleportArgs {
     /// Write the variables to this file (mode 0600); without it and without a command, to stdout.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// Replace FILE even if czctl did not write it (a regular file you may write keeps its owner
+    /// and group and becomes mode 0600; a symbolic link is replaced, not followed). Without it,
+    /// an existing FILE is replaced only if it is yours and starts with czctl's mark.
+    /// Directories, devices, FIFOs and sockets are never written.
+    #[arg(long, requires = "file")]
+    pub overwrite: bool,
     /// The container (default: the first app container; init containers only when named).
     #[arg(short = 'c', long, value_name = "CONTAINER")]
     pub container: Option<String>,
@@ -342,8 +348,12 @@ pub struct ClusterArgs {
 /// than zero.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
-    let bad =
-        || format!("{text:?} is not a duration; write seconds (90) or with units (90s, 5m, 1m30s)");
+    let bad = || {
+        format!(
+            "{} is not a duration; write seconds (90) or with units (90s, 5m, 1m30s)",
+            crate::exit::shown(text)
+        )
+    };
     let duration = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         std::time::Duration::from_secs(text.parse().map_err(|_| bad())?)
     } else {
@@ -351,7 +361,10 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         std::time::Duration::try_from(parsed).map_err(|_| bad())?
     };
     if duration.is_zero() {
-        return Err(format!("{text:?}: the timeout must be longer than zero"));
+        return Err(format!(
+            "{}: the timeout must be longer than zero",
+            crate::exit::shown(text)
+        ));
     }
     Ok(duration)
 }

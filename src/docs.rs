@@ -175,7 +175,7 @@ fn exit_status(name: &str) -> String {
 }
 
 /// The environment variables czctl reads (its own children's internal ones left out).
-pub const ENVIRONMENT: [(&str, &str); 17] = [
+pub const ENVIRONMENT: [(&str, &str); 19] = [
     (
         "KUBECONFIG",
         "Colon-separated list of kubeconfig files, merged as kubectl merges them: missing files \
@@ -193,7 +193,8 @@ pub const ENVIRONMENT: [(&str, &str); 17] = [
     (
         "CZCTL_STATE_DIR",
         "czctl's state directory (session records, logs, control sockets, hosts-file backups). \
-         Default: $XDG_STATE_HOME/czctl, else ~/.local/state/czctl.",
+         Default: $XDG_STATE_HOME/czctl, else ~/.local/state/czctl. Empty means unset. It must \
+         be a directory of yours (or root's) that no one else may write; czctl creates it 0700.",
     ),
     (
         "XDG_STATE_HOME",
@@ -201,8 +202,18 @@ pub const ENVIRONMENT: [(&str, &str); 17] = [
     ),
     (
         "CZCTL_REGISTRY_DIR",
-        "The loopback address registry shared by every czctl run on this machine. Default: \
-         czctl-loopback in the temporary directory ($TMPDIR, else /tmp).",
+        "The loopback address registry of this user's czctl runs. Default: \
+         /run/czctl-loopback for root (sudo included), else $XDG_RUNTIME_DIR/czctl-loopback, \
+         else $TMPDIR/czctl-loopback-UID. Same safety rules as CZCTL_STATE_DIR; created 0700.",
+    ),
+    (
+        "XDG_RUNTIME_DIR",
+        "Base of a user's default registry directory.",
+    ),
+    (
+        "SUDO_UID, SUDO_GID",
+        "Under sudo: the invoking user. Files and directories they own count as czctl's own, \
+         and a new -f file is given to them.",
     ),
     (
         "CZCTL_SESSION_GROUP",

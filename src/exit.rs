@@ -14,8 +14,14 @@
 //! The same table is [`TABLE`] (the man pages' EXIT STATUS; a test keeps the two equal).
 //! Kubernetes client errors become messages for people with [`from_kube`] and
 //! [`kube_problem`]: a 401 says the credentials were refused (3), a 403 names the missing
-//! right (4), a connection failure names the API server and the cause (refused, DNS, TLS) (3);
-//! never a debug dump of the API's Status.
+//! right (4), a connection failure names the API server and the cause (refused, DNS, TLS) (3),
+//! a request too long for a URL (a huge selector or name: the client's limit, or the server's
+//! 414) is a usage error (2); never a debug dump of the API's Status.
+//!
+//! Messages never echo a huge argument back: [`shown`] and [`shown_path`] quote a value cut to
+//! about [`SHOWN_CHARS`] characters with "…", and [`Fatal::new`] cuts any longer run of
+//! non-blank characters the same way, whoever wrote the message (the API server echoes invalid
+//! values whole).
 
 /// What kind of failure ended the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,13 +53,96 @@ pub struct Fatal {
 }
 
 impl Fatal {
-    /// A failure with a code and message.
+    /// A failure with a code and message; runs of more than [`LONG_RUN`] non-blank characters
+    /// (a huge argument echoed back) are cut to [`SHOWN_CHARS`] with "…".
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Fatal {
             code,
-            message: message.into(),
+            message: elide_long_runs(&message.into()),
         }
     }
+}
+
+/// How many characters of a value a message shows before "…".
+pub const SHOWN_CHARS: usize = 80;
+
+/// A run of non-blank characters longer than this in a [`Fatal`] message is cut.
+pub const LONG_RUN: usize = 240;
+
+/// `value` cut to `max` characters, with "…" and the number of characters it has when cut.
+pub fn clip(value: &str, max: usize) -> String {
+    let count = value.chars().count();
+    if count <= max {
+        return value.to_string();
+    }
+    let head: String = value.chars().take(max).collect();
+    format!("{head}… ({count} characters)")
+}
+
+/// `value` quoted for a message (`"demo"`, control characters escaped), cut to
+/// [`SHOWN_CHARS`] characters with "…" when longer.
+pub fn shown(value: &str) -> String {
+    let count = value.chars().count();
+    if count <= SHOWN_CHARS {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(SHOWN_CHARS).collect();
+    let quoted = format!("{head:?}");
+    format!(
+        "{}…\" ({count} characters)",
+        quoted.strip_suffix('"').unwrap_or(&quoted)
+    )
+}
+
+/// A path for a message, unquoted; a path longer than [`SHOWN_CHARS`] keeps its start and
+/// its end (the file name) around "…".
+pub fn shown_path(path: &std::path::Path) -> String {
+    let text = path.display().to_string();
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= SHOWN_CHARS {
+        return text;
+    }
+    let half = SHOWN_CHARS / 2;
+    let head: String = chars[..half].iter().collect();
+    let tail: String = chars[chars.len() - half..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+/// `text` with every run of more than [`LONG_RUN`] non-blank characters cut to its first
+/// [`SHOWN_CHARS`] characters, "…", and the punctuation that closed it (a quote, a colon).
+pub fn elide_long_runs(text: &str) -> String {
+    if text.len() <= LONG_RUN {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len().min(4 * LONG_RUN));
+    let mut run: Vec<char> = Vec::new();
+    let flush = |run: &mut Vec<char>, out: &mut String| {
+        if run.len() > LONG_RUN {
+            out.extend(&run[..SHOWN_CHARS]);
+            out.push('…');
+            let closing: Vec<char> = run
+                .iter()
+                .rev()
+                .take(3)
+                .take_while(|c| !c.is_alphanumeric())
+                .copied()
+                .collect();
+            out.extend(closing.iter().rev());
+        } else {
+            out.extend(run.iter());
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() {
+            flush(&mut run, &mut out);
+            out.push(c);
+        } else {
+            run.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// Every exit code and what it means, as the module documentation and the man pages' EXIT
@@ -120,6 +209,17 @@ fn classify(err: &kube::Error, server: Option<&str>, name_server: bool) -> KubeP
         .unwrap_or_default();
     match err {
         kube::Error::Api(status) => api_problem(status, &at),
+        kube::Error::BuildRequest(e) => KubeProblem {
+            code: Code::Usage,
+            what: if too_long(err) {
+                "the request is too long to send (its URL would pass the 64 KiB limit): an \
+                 argument is far too long"
+                    .to_string()
+            } else {
+                format!("cannot build the request: {}", chain(e))
+            },
+            fix: "shorten the argument".into(),
+        },
         kube::Error::Auth(e) => KubeProblem {
             code: Code::Config,
             what: format!(
@@ -141,13 +241,25 @@ fn classify(err: &kube::Error, server: Option<&str>, name_server: bool) -> KubeP
     }
 }
 
+/// Whether `err` says a request was too long for a URL: the client's own limit (`uri too
+/// long`, about 64 KiB) or the API server's 414.
+pub fn too_long(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => status.code == 414,
+        kube::Error::BuildRequest(_) => chain(err).contains("uri too long"),
+        _ => false,
+    }
+}
+
 fn api_problem(status: &kube::core::Status, at: &str) -> KubeProblem {
     let reason = if status.reason.is_empty() {
         String::new()
     } else {
         format!(" {}", status.reason)
     };
-    let message = status.message.trim();
+    // The server echoes invalid values whole (a 100 kB name): cut them.
+    let message = elide_long_runs(status.message.trim());
+    let message = message.as_str();
     let with_message = |text: String| {
         if message.is_empty() || message.eq_ignore_ascii_case(status.reason.as_str()) {
             text
@@ -188,6 +300,13 @@ fn api_problem(status: &kube::core::Status, at: &str) -> KubeProblem {
             code: Code::NotFound,
             what: with_message(format!("not found (404{reason})")),
             fix: String::new(),
+        },
+        414 => KubeProblem {
+            code: Code::Usage,
+            what: format!(
+                "the API server{at} refused a request whose URL is too long (414{reason})"
+            ),
+            fix: "shorten the argument".into(),
         },
         400 | 422 => KubeProblem {
             code: Code::Usage,
@@ -473,6 +592,84 @@ mod tests {
             busy.what,
             "the API server at https://k answered 503 ServiceUnavailable: later"
         );
+    }
+
+    /// The error kube gives for a request whose URL passes the `http` crate's limit.
+    fn uri_too_long() -> kube::Error {
+        let url = format!("/api/v1/services?labelSelector={}", "a".repeat(70_000));
+        let err = http::Request::builder()
+            .uri(url)
+            .body(())
+            .expect_err("too long a URI");
+        kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(err))
+    }
+
+    #[test]
+    fn a_request_too_long_for_a_url_is_a_usage_error() {
+        let client = uri_too_long();
+        assert!(too_long(&client));
+        let fatal = from_kube("cannot list services", &client);
+        assert_eq!(fatal.code, Code::Usage, "{}", fatal.message);
+        assert!(fatal.message.contains("too long"), "{}", fatal.message);
+        assert!(!fatal.message.contains("reach"), "{}", fatal.message);
+        let server = api(414, "RequestURITooLong", "");
+        assert!(too_long(&server));
+        assert_eq!(from_kube("listing", &server).code, Code::Usage);
+        assert!(!too_long(&api(400, "BadRequest", "uri too long")));
+    }
+
+    #[test]
+    fn long_values_are_shown_cut() {
+        assert_eq!(shown("demo"), "\"demo\"");
+        assert_eq!(shown("a\nb"), "\"a\\nb\"");
+        let huge = "a".repeat(100_000);
+        let cut = shown(&huge);
+        assert_eq!(
+            cut,
+            format!("\"{}…\" (100000 characters)", "a".repeat(SHOWN_CHARS))
+        );
+        assert_eq!(clip("abc", 2), "ab… (3 characters)");
+        assert_eq!(clip("abc", 3), "abc");
+        let path = format!("/home/u/{}/kubeconfig", "d".repeat(200));
+        let shown = shown_path(std::path::Path::new(&path));
+        assert!(
+            shown.starts_with("/home/u/d") && shown.ends_with("d/kubeconfig"),
+            "{shown}"
+        );
+        assert_eq!(shown.chars().count(), SHOWN_CHARS + 1);
+        assert_eq!(shown_path(std::path::Path::new("/etc/hosts")), "/etc/hosts");
+    }
+
+    #[test]
+    fn fatal_messages_never_carry_a_huge_run() {
+        let huge = "x".repeat(100_000);
+        let fatal = Fatal::new(
+            Code::Usage,
+            format!("namespace \"{huge}\": not found\nFix it."),
+        );
+        assert_eq!(
+            fatal.message,
+            // The run starts at the quote: 80 characters with it.
+            format!(
+                "namespace \"{}…\": not found\nFix it.",
+                "x".repeat(SHOWN_CHARS - 1)
+            )
+        );
+        // Ordinary messages, long ones too, are left alone.
+        let words = "word ".repeat(200);
+        assert_eq!(Fatal::new(Code::Usage, words.clone()).message, words);
+        let run = "y".repeat(LONG_RUN);
+        assert_eq!(Fatal::new(Code::Usage, run.clone()).message, run);
+        // An API message echoing a huge value is cut too.
+        let problem = kube_problem(
+            &api(
+                422,
+                "Invalid",
+                &format!("Service \"{huge}\" is invalid: bad"),
+            ),
+            None,
+        );
+        assert!(problem.what.len() < 300, "{}", problem.what);
     }
 
     #[tokio::test]

@@ -43,8 +43,13 @@ pub struct ExportOptions {
     pub client: ClientOptions,
     /// Container name (default: the first app container).
     pub container: Option<String>,
-    /// Output file; stdout when absent and no command is given.
+    /// Output file; stdout when absent and no command is given. Written only if it is missing
+    /// or czctl's own (see [`crate::env::format::file`]).
     pub file: Option<PathBuf>,
+    /// Replace an existing file that is not czctl's own (`--overwrite`): a regular file this
+    /// user may write (keeping its owner and group, mode 0600), or a symbolic link (replaced,
+    /// not followed). Never a directory, device, FIFO or socket.
+    pub overwrite: bool,
     /// Output format.
     pub format: Format,
     /// Command to run with the environment.
@@ -170,6 +175,10 @@ pub async fn prepare(options: &ExportOptions) -> Result<Prepared, Fatal> {
         notes,
     };
     let resolved = prepared.relink.resolve(&BTreeMap::new())?;
+    if let Some(path) = &options.file {
+        // A file czctl may not write is refused now, before any teleport starts.
+        format::check_file(path, options.format, options.overwrite)?;
+    }
     if options.file.is_some() || options.command.is_empty() {
         // A value the format cannot carry fails now; addresses never add one.
         format::render(options.format, &vars_of(&resolved))?;
@@ -202,15 +211,28 @@ impl Prepared {
         let wrote = match &options.file {
             Some(path) => {
                 let text = format::render(options.format, &vars)?;
-                format::write_private(path, &text).map_err(|e| {
-                    Fatal::new(Code::Local, format!("cannot write {}: {e}", path.display()))
-                })?;
-                Some(format!(
-                    "czctl: wrote {} variables of {} {}/{} ({} format) to {} (mode 0600)",
-                    vars.len(),
+                let about = format!(
+                    "{} {}/{}",
                     options.kind.resource(),
                     self.namespace,
-                    options.name,
+                    options.name
+                );
+                let mark = format::mark_line(options.format, &about);
+                let written = format::write_file(
+                    path,
+                    options.format,
+                    mark.as_deref(),
+                    &text,
+                    options.overwrite,
+                )?;
+                let replaced = match written {
+                    format::Written::Created => String::new(),
+                    format::Written::Replaced => ", replacing czctl's earlier file".into(),
+                    format::Written::Overwrote(what) => format!(", replacing {what}"),
+                };
+                Some(format!(
+                    "czctl: wrote {} variables of {about} ({} format) to {} (mode 0600{replaced})",
+                    vars.len(),
                     options.format.name(),
                     path.display()
                 ))
@@ -384,6 +406,7 @@ mod tests {
             file: Some(file),
             format: Format::Json,
             command: vec!["true".into()],
+            overwrite: false,
         };
         let teleported = BTreeMap::from([("db".to_string(), Ipv4Addr::new(127, 3, 0, 4))]);
         let bad = options(dir.join("missing-dir").join("x.json"));

@@ -22,6 +22,8 @@
 //! - [`env`], [`export`]: `KIND teleport NAME`: a workload's environment as the kubelet resolves
 //!   it, written in a format all its readers agree on, then a teleport with an optional command.
 //! - [`tunnel`]: reverse tunnels to the laptop (the in-cluster agent and the laptop end).
+//! - [`paths`]: where czctl keeps its files (state, registry) and the checks that keep them
+//!   its own (private directories, no symlinks followed).
 //!
 //! Address allocation lives in the `loopback` crate (shared by concurrent runs via a registry);
 //! SPDY framing and multiplexing in the `spdy` crate (shared with kubesim's server side).
@@ -59,6 +61,7 @@ pub mod forward;
 pub mod hosts;
 pub mod intercept;
 pub mod output;
+pub mod paths;
 pub mod session;
 pub mod teleport;
 pub mod tunnel;

@@ -27,7 +27,20 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    let cli = czctl::cli::Cli::parse();
+    let cli = match czctl::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap echoes the offending value whole: a huge argument is cut, also in --help.
+            let text = czctl::exit::elide_long_runs(&err.render().to_string());
+            let code = err.exit_code();
+            if err.use_stderr() {
+                eprint!("{text}");
+            } else {
+                czctl::output::print(text);
+            }
+            return std::process::ExitCode::from(u8::try_from(code).unwrap_or(2));
+        }
+    };
     // kube's own client errors are reported by czctl with context; show them only at -vv.
     let default_filter = match cli.verbose {
         0 => "warn,kube_client=off,kube_runtime=off",

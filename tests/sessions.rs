@@ -251,7 +251,8 @@ fn selectors_matching_nothing_and_services_without_ready_pods_are_reported() {
     let output = text(&out);
     assert!(out.status.success(), "{output}");
     assert!(
-        output.contains("demo/*") && output.contains("no Service matches the selector app=nomatch"),
+        output.contains("demo/*")
+            && output.contains("no Service matches the selector \"app=nomatch\""),
         "{output}"
     );
     let echo_note = output

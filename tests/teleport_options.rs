@@ -690,3 +690,92 @@ fn a_service_without_pods_closes_connections_at_once_and_recovers() {
         tcp_echo(db, b"back\n")
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. Signals and timeouts during start-up
+// ---------------------------------------------------------------------------------------------
+
+/// A copy of kubesim's kubeconfig whose user gets its token from an exec credential plugin
+/// that never returns.
+fn hanging_plugin_kubeconfig(sim: &KubeSim) -> PathBuf {
+    let kubeconfig = sim.dir.join("kubeconfig-hanging-plugin");
+    std::fs::copy(&sim.kubeconfig, &kubeconfig).unwrap();
+    let kc = kubeconfig.to_str().unwrap();
+    for args in [
+        &[
+            "config",
+            "set-credentials",
+            "hangs",
+            "--exec-command=/bin/sleep",
+            "--exec-arg=1000",
+            "--exec-api-version=client.authentication.k8s.io/v1",
+        ][..],
+        &["config", "set-context", "--current", "--user=hangs"][..],
+    ] {
+        let out = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", kc)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    kubeconfig
+}
+
+#[test]
+fn a_signal_ends_a_start_stuck_in_an_exec_credential_plugin_at_once() {
+    let sim = kubesim(&["demo"], &[]);
+    let kubeconfig = hanging_plugin_kubeconfig(&sim);
+    for (mode, signal, code) in [
+        (None, libc::SIGTERM, 143),
+        (Some("--foreground"), libc::SIGINT, 130),
+    ] {
+        let name = format!("plugin-signal-{code}");
+        let hosts = hosts_file(&sim, &name);
+        let state = sim.dir.join(format!("state-{name}"));
+        let mut args = vec![
+            "namespace",
+            "teleport",
+            "demo",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ];
+        args.extend(mode);
+        let mut czctl = czctl_in_namespace(&hosts, &state, &args);
+        std::thread::sleep(Duration::from_secs(1));
+        let started = Instant::now();
+        czctl.signal(signal);
+        let status = czctl.wait_exit(Duration::from_secs(10));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{mode:?}: ended {:?} after the signal",
+            started.elapsed()
+        );
+        assert_eq!(status.code(), Some(code), "{mode:?}");
+        assert_eq!(std::fs::read_to_string(&hosts).unwrap(), ORIGINAL_HOSTS);
+        let records: Vec<_> = std::fs::read_dir(state.join("sessions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .collect();
+        assert!(records.is_empty(), "{mode:?}: {records:?}");
+    }
+}
+
+#[test]
+fn a_start_whose_credential_plugin_never_returns_times_out_naming_it() {
+    let sim = kubesim(&["demo"], &[]);
+    let kubeconfig = hanging_plugin_kubeconfig(&sim);
+    let (run, hosts, _state) = refused_run(&sim.dir, &kubeconfig, &["demo", "--timeout", "2s"]);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(
+        run.elapsed < Duration::from_secs(10),
+        "bounded by --timeout: {run:#?}"
+    );
+    assert!(
+        run.stderr.contains("no answer within 2s") && run.stderr.contains("exec credential plugin"),
+        "{run:#?}"
+    );
+    assert_eq!(std::fs::read_to_string(&hosts).unwrap(), ORIGINAL_HOSTS);
+}

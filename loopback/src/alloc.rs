@@ -16,7 +16,7 @@
 //! address is taken. Changing the hash or the space moves every key: don't.
 //!
 //! # Sharing
-//! A [`Registry`] is a directory shared by all czctl processes on the machine:
+//! A [`Registry`] is a directory shared by the czctl processes of one user:
 //! - `lock`: exclusively `flock`ed around every change. The lock dies with its holder, so a
 //!   crash never blocks the others.
 //! - `registry`: one line per address, `ADDRESS PID KEY`, rewritten atomically (temporary file
@@ -24,11 +24,23 @@
 //!
 //! Entries whose owner pid no longer runs are stale and are reclaimed by the next change. A
 //! reused pid keeps a stale entry until that process exits: that costs one address, never a
-//! collision. Files are created mode 0o666 and the directory 0o777, so that a root run (to
-//! bind privileged ports) and a user run share one registry; not 0o1777, because the sticky
-//! bit would forbid one user to rename a new registry over the other's. The registry is
-//! advisory: the caller's predicate (binding the listeners) is the real check, so a tampered
-//! registry can cost addresses but cannot make czctl use a taken one.
+//! collision.
+//!
+//! The directory must be safe ([`crate::dirs`]): a real directory, not a symbolic link,
+//! belonging to this user or root, that no one else may write; it is created 0700 and its
+//! files 0600 (whatever the umask), opened without following links. Anything else is refused
+//! with [`AllocError::Unsafe`], never used. So another user can neither read nor redirect
+//! what a run writes there (the registry of a root run used to be a world-writable directory
+//! in `/tmp` that anyone could replace by a symbolic link).
+//!
+//! [`Registry::default_dir`] is per user: root runs (sudo included) share `/run/czctl-loopback`,
+//! a user's runs `$XDG_RUNTIME_DIR/czctl-loopback` or `$TMPDIR/czctl-loopback-UID`. Runs of
+//! different users therefore do not see each other's entries. That costs nothing in
+//! correctness: the registry is advisory, and the caller's predicate (binding the listeners)
+//! is the real check, so an address another user's run holds is refused by the bind and the
+//! key takes its next candidate; only the promise "same key, same address" weakens, for a key
+//! two users teleport at once. A tampered registry likewise can cost addresses but cannot make
+//! czctl use a taken one.
 
 mod space;
 mod store;
@@ -42,6 +54,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::dirs::{self, DirError};
 use space::{candidates, FIRST_BLOCK, LAST_BLOCK};
 use store::Record;
 
@@ -66,9 +79,9 @@ pub enum AllocError {
     },
     /// The registry directory or one of its files could not be created, read or written.
     #[error(
-        "cannot {action} the loopback address registry in {dir}: {source}; every user running \
-         czctl must be able to write there: make it writable (chmod 0777) or remove it so that \
-         czctl recreates it"
+        "cannot {action} the loopback address registry in {dir}: {source}; czctl must be able \
+         to write there: remove it so that czctl recreates it, or choose another directory \
+         (CZCTL_REGISTRY_DIR)"
     )]
     Io {
         /// What was being done, e.g. "lock" or "write".
@@ -79,6 +92,13 @@ pub enum AllocError {
         #[source]
         source: io::Error,
     },
+    /// The registry directory is not safe to use (a symbolic link, someone else's, or writable
+    /// by others); see [`crate::dirs`].
+    #[error(
+        "the loopback address registry cannot be used: {0} (CZCTL_REGISTRY_DIR chooses another \
+         directory)"
+    )]
+    Unsafe(#[source] DirError),
     /// Another process held the registry lock too long.
     #[error(
         "the loopback address registry {lock} has been locked by another process for {secs}s; \
@@ -131,18 +151,26 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub struct Registry {
     dir: PathBuf,
+    /// Who may own the directory ([`dirs::trusted_owners`]).
+    trusted: Vec<u32>,
 }
 
 impl Registry {
-    /// A registry kept in `dir`, which is created on first use.
+    /// A registry kept in `dir`, which is created (mode 0700) on first use.
     pub fn new(dir: impl Into<PathBuf>) -> Registry {
-        Registry { dir: dir.into() }
+        Registry {
+            dir: dir.into(),
+            trusted: dirs::trusted_owners(),
+        }
     }
 
-    /// The machine-wide default directory, `czctl-loopback` in the temporary directory
-    /// (`$TMPDIR` or `/tmp`). Processes share addresses only if they agree on the directory.
+    /// The default directory of this user's runs: `/run/czctl-loopback` for root (sudo
+    /// included), else `$XDG_RUNTIME_DIR/czctl-loopback` when that is a directory of this
+    /// user, else `czctl-loopback-UID` in `$TMPDIR` (or `/tmp`). Empty or relative variables
+    /// count as unset. Processes share addresses only if they agree on the directory; see
+    /// the [module documentation](self) for why users do not share one.
     pub fn default_dir() -> PathBuf {
-        std::env::temp_dir().join("czctl-loopback")
+        default_dir_for(dirs::euid(), |name| std::env::var_os(name))
     }
 
     /// The registry directory.
@@ -223,6 +251,7 @@ impl Registry {
     /// Lists the registered addresses, sorted by address, with whether their owner still runs.
     /// Reads without locking: the registry file is only ever replaced whole.
     pub fn entries(&self) -> Result<Vec<Entry>, AllocError> {
+        dirs::check_dir(&self.dir, &self.trusted).map_err(AllocError::Unsafe)?;
         let records = store::load(&self.dir).map_err(|e| self.io("read", e))?;
         let mut alive = HashMap::new();
         let mut entries: Vec<Entry> = records
@@ -274,7 +303,10 @@ impl Registry {
 
     /// Takes the registry lock, held until the returned file is dropped.
     fn lock(&self) -> Result<File, AllocError> {
-        store::ensure_dir(&self.dir).map_err(|e| self.io("create", e))?;
+        dirs::ensure_dir(&self.dir, store::DIR_MODE, &self.trusted).map_err(|e| match e {
+            DirError::Io { source, .. } => self.io("create", source),
+            unsafe_dir => AllocError::Unsafe(unsafe_dir),
+        })?;
         let file = store::open_lock(&self.dir).map_err(|e| self.io("open the lock of", e))?;
         let start = Instant::now();
         loop {
@@ -301,6 +333,33 @@ impl Registry {
             source,
         }
     }
+}
+
+/// [`Registry::default_dir`] for user `uid` with the environment `env`.
+pub fn default_dir_for(uid: u32, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let absolute = |name: &str| {
+        env(name)
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    let run = Path::new("/run");
+    if uid == 0 && run.is_dir() {
+        return run.join("czctl-loopback");
+    }
+    if uid != 0 {
+        // Only this user's own runtime directory (after `su` it may still name another's).
+        let runtime = absolute("XDG_RUNTIME_DIR").filter(|dir| {
+            std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == uid)
+        });
+        if let Some(runtime) = runtime {
+            return runtime.join("czctl-loopback");
+        }
+    }
+    absolute("TMPDIR")
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join(format!("czctl-loopback-{uid}"))
 }
 
 /// The first candidate address of `key`: the address it gets whenever that one is free.

@@ -2,8 +2,11 @@
 //!
 //! A lease is a lock on the file `DIR/127.B.lock`. `flock` locks belong to the open file and
 //! vanish when the process exits, however it exits, so a crashed holder frees its block.
+//!
+//! `DIR` must be safe ([`crate::dirs`]: no symbolic link, this user's or root's, writable by
+//! nobody else); it is created 0755, and the lock files 0644, opened without following links.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
@@ -21,6 +24,9 @@ pub enum LeaseError {
         #[source]
         source: io::Error,
     },
+    /// The lock directory is not safe to use (see [`crate::dirs`]).
+    #[error("cannot use lock directory: {0}")]
+    Unsafe(#[source] crate::dirs::DirError),
     /// Every candidate block is held by another process.
     #[error(
         "every loopback block 127.{first}.0.0 to 127.{last}.0.0 is in use by other processes; \
@@ -55,7 +61,11 @@ impl BlockLease {
             dir: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(lock_dir)?;
+        let trusted = crate::dirs::trusted_owners();
+        crate::dirs::ensure_dir(dir, 0o755, &trusted).map_err(|e| match e {
+            crate::dirs::DirError::Io { source, .. } => lock_dir(source),
+            unsafe_dir => LeaseError::Unsafe(unsafe_dir),
+        })?;
         let (first, last) = (*candidates.start(), *candidates.end());
         let count = u16::from(last) - u16::from(first) + 1;
         let offset = u16::from(start.saturating_sub(first)) % count;
@@ -63,12 +73,7 @@ impl BlockLease {
             // Stays within first..=last, so it fits in a u8.
             let block = (u16::from(first) + (offset + i) % count) as u8;
             let path = dir.join(format!("127.{block}.lock"));
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(lock_dir)?;
+            let file = crate::dirs::open_or_create(&path, 0o644).map_err(lock_dir)?;
             match file.try_lock() {
                 Ok(()) => {
                     return Ok(BlockLease {
@@ -139,5 +144,30 @@ mod tests {
         assert_eq!(b.block(), 10);
         let c = BlockLease::acquire(&dir, 10..=12, 250).unwrap();
         assert_eq!(c.block(), 11);
+    }
+
+    #[test]
+    fn a_linked_or_shared_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("unsafe");
+        let target = temp_dir("unsafe-target");
+        std::fs::create_dir_all(&target).unwrap();
+        std::os::unix::fs::symlink(&target, &dir).unwrap();
+        let err = BlockLease::acquire(&dir, 20..=20, 20).unwrap_err();
+        assert!(matches!(err, LeaseError::Unsafe(_)), "{err}");
+        assert_eq!(
+            std::fs::read_dir(&target).unwrap().count(),
+            0,
+            "nothing created"
+        );
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = BlockLease::acquire(&target, 20..=20, 20).unwrap_err();
+        assert!(err.to_string().contains("mode 0777"), "{err}");
+        std::fs::remove_dir_all(&target).unwrap();
+        let made = BlockLease::acquire(&dir, 20..=20, 20).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o755);
+        assert_eq!(mode(made.path()), 0o644);
     }
 }

@@ -13,10 +13,14 @@
 //! - [`lease`]: exclusive, crash-safe leases of 127.B.0.0/16 blocks shared by all processes.
 //! - [`ranges`]: which blocks belong to whom (czctl's service addresses, kubesim's pods and
 //!   cluster IPs), so the users never collide.
+//! - [`dirs`]: directories only this user (or root) controls, and opens that never follow a
+//!   symlink: where the registry and the leases live.
 
 pub mod alloc;
+pub mod dirs;
 pub mod lease;
 pub mod ranges;
 
 pub use alloc::{preferred, AllocError, Entry, Registry};
+pub use dirs::DirError;
 pub use lease::{BlockLease, LeaseError};

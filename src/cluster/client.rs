@@ -33,7 +33,8 @@ pub struct ClientOptions {
 /// Why no client could be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// A kubeconfig file could not be read or parsed.
+    /// A kubeconfig file could not be read or parsed (a parse error gives the YAML position
+    /// only: the file may be anything, and its lines are not ours to print).
     #[error(
         "cannot load the kubeconfig {path}: {}",
         describe_kubeconfig_error(source)
@@ -156,7 +157,7 @@ pub fn load(files: &Files) -> Result<Option<Kubeconfig>, ClientError> {
         Files::Explicit(path) => {
             if !path.exists() && std::fs::symlink_metadata(path).is_err() {
                 return Err(ClientError::Missing {
-                    path: path.display().to_string(),
+                    path: crate::exit::shown_path(path),
                 });
             }
             std::slice::from_ref(path)
@@ -176,7 +177,7 @@ pub fn load(files: &Files) -> Result<Option<Kubeconfig>, ClientError> {
             }
             Err(source) => {
                 return Err(ClientError::Kubeconfig {
-                    path: path.display().to_string(),
+                    path: crate::exit::shown_path(path),
                     source,
                 })
             }
@@ -210,13 +211,40 @@ pub fn describe_kubeconfig_error(err: &KubeconfigError) -> String {
         other => format!("cannot load the {what}: {other}"),
     };
     match err {
+        KubeconfigError::ReadConfig(io, _) if io.raw_os_error() == Some(libc::EISDIR) => {
+            "it is a directory, not a kubeconfig file".to_string()
+        }
         KubeconfigError::ReadConfig(io, path) => {
-            format!("cannot read {}: {io}", path.display())
+            format!("cannot read {}: {io}", crate::exit::shown_path(path))
+        }
+        // Never the parser's message: it quotes the file (a snippet of its lines, or a value
+        // it could not use), and the file may be /etc/shadow or a private key.
+        KubeconfigError::Parse(e) => match e.location() {
+            Some(at) => format!(
+                "it is not a kubeconfig: not the YAML of one (the YAML parser stopped at line {} \
+                 column {}); check it with: kubectl config view --kubeconfig FILE",
+                at.line(),
+                at.column()
+            ),
+            None => "it is not a kubeconfig: not the YAML of one; check it with: kubectl \
+                     config view --kubeconfig FILE"
+                .to_string(),
+        },
+        // Named here too: a current-context read from the file is not named anywhere else.
+        KubeconfigError::LoadContext(name) => format!(
+            "it has no such context ({}); list them with: kubectl config get-contexts",
+            crate::exit::shown(name)
+        ),
+        KubeconfigError::LoadClusterOfContext(name) => {
+            format!(
+                "the context's cluster {} is not in it",
+                crate::exit::shown(name)
+            )
         }
         KubeconfigError::LoadCertificateAuthority(e) => data("certificate authority", e),
         KubeconfigError::LoadClientCertificate(e) => data("client certificate", e),
         KubeconfigError::LoadClientKey(e) => data("client key", e),
-        other => crate::exit::chain(other),
+        other => crate::exit::elide_long_runs(&crate::exit::chain(other)),
     }
 }
 
@@ -257,7 +285,7 @@ pub async fn connect(options: &ClientOptions) -> Result<Connected, ClientError> 
             context: options
                 .context
                 .as_ref()
-                .map(|c| format!(" (context {c})"))
+                .map(|c| format!(" (context {})", crate::exit::shown(c)))
                 .unwrap_or_default(),
             source,
         })?;
@@ -465,7 +493,72 @@ mod tests {
         // A directory is not a kubeconfig.
         let err = load(&Files::Explicit(dir.clone())).expect_err("a directory");
         assert!(!err.to_string().contains("\"/"), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("it is a directory, not a kubeconfig file"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_kubeconfig_is_named_without_its_content() {
+        let dir = scratch("not-a-kubeconfig");
+        let secrets = [
+            // Not YAML of a mapping (as /etc/passwd).
+            "root:x:0:0:secret-one:/root:/bin/bash\ndaemon:x:1:1:secret-two:/usr/sbin\n",
+            // A mapping whose values have the wrong type (serde quotes them).
+            "clusters: secret-three\n",
+            // A scalar.
+            "secret-four\n",
+            // Broken YAML.
+            "a: [secret-five\n",
+        ];
+        for (i, text) in secrets.iter().enumerate() {
+            let path = dir.join(format!("file-{i}"));
+            std::fs::write(&path, text).unwrap();
+            let err = load(&Files::Explicit(path.clone())).expect_err(text);
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "cannot load the kubeconfig {}: it is not a kubeconfig",
+                    path.display()
+                )),
+                "{message}"
+            );
+            assert!(
+                !message.contains("secret"),
+                "the file's content leaked: {message}"
+            );
+            assert!(!message.contains('\n'), "one line: {message}");
+        }
+        let passwd = load(&Files::Explicit(dir.join("file-0"))).unwrap_err();
+        assert!(passwd.to_string().contains("line 1 column 1"), "{passwd}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn huge_names_are_not_echoed_whole() {
+        let long = PathBuf::from(format!("/tmp/{}/kubeconfig", "d".repeat(3000)));
+        let err = load(&Files::Explicit(long)).expect_err("missing");
+        let text = err.to_string();
+        assert!(text.len() < 400, "{text}");
+        assert!(text.contains("…") && text.contains("/kubeconfig"), "{text}");
+        let cluster = KubeconfigError::LoadClusterOfContext("c".repeat(100_000));
+        let text = describe_kubeconfig_error(&cluster);
+        assert!(
+            text.len() < 300 && text.contains("(100000 characters)"),
+            "{text}"
+        );
+        let context = ClientError::Context {
+            context: format!(" (context {})", crate::exit::shown(&"c".repeat(100_000))),
+            source: KubeconfigError::LoadContext("c".repeat(100_000)),
+        };
+        let text = context.to_string();
+        assert!(
+            text.len() < 500 && text.contains("no such context"),
+            "{text}"
+        );
     }
 
     #[test]

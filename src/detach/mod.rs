@@ -57,17 +57,18 @@ pub async fn start(
         |what: &str, e: &dyn std::fmt::Display| Fatal::new(Code::Local, format!("{what}: {e}"));
     let exe = std::env::current_exe().map_err(|e| local("cannot find the czctl executable", &e))?;
     let log_path = record::log_path(&bg.state_dir, &bg.session);
-    if let Some(dir) = log_path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| local("cannot create the state directory", &e))?;
-    }
+    crate::paths::ensure_sessions_dir(&bg.state_dir)
+        .map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
     let log = {
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&log_path)
-            .map_err(|e| local(&format!("cannot open {}", log_path.display()), &e))?
+        crate::paths::open_nofollow(
+            &log_path,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600),
+        )
+        .map_err(|e| local(&format!("cannot open {}", log_path.display()), &e))?
     };
     // The root helper, if one is needed, logs to the session log: it outlives this process
     // and must not hold on to its stderr (a pipe a script may be waiting on).

@@ -7,14 +7,21 @@ use loopback::{Entry, Registry};
 
 use super::check::{Area, Check};
 use crate::hosts::{parse_blocks, FoundBlock};
+use crate::session::process::block_owner_alive_by;
 
 const CLOSE_FIX: &str = "czctl session close --all removes them (the next `czctl namespace \
                          teleport` also cleans them up)";
 
-/// The stale hosts blocks of `hosts_file`; `is_alive` says whether a pid runs.
+/// The stale hosts blocks of `hosts_file`: a block's owner is judged by its session record in
+/// czctl's state directory (a reused pid is stale, a session in another PID namespace is not;
+/// see [`crate::session::process::block_owner_alive`]); `is_alive` says whether the pid of a
+/// block without a record runs.
 pub fn hosts_blocks(hosts_file: &Path, is_alive: impl Fn(u32) -> bool) -> Check {
+    let state_dir = crate::app::state_dir();
+    let owner_alive =
+        |b: &FoundBlock| block_owner_alive_by(&state_dir, b.session(), b.pid(), &is_alive);
     match std::fs::read_to_string(hosts_file) {
-        Ok(text) => blocks_check(&parse_blocks(&text), is_alive),
+        Ok(text) => blocks_check(&parse_blocks(&text), owner_alive),
         Err(e) => Check::warn(
             Area::Local,
             "stale hosts blocks",
@@ -23,13 +30,14 @@ pub fn hosts_blocks(hosts_file: &Path, is_alive: impl Fn(u32) -> bool) -> Check 
     }
 }
 
-/// Judges the czctl blocks found in a hosts file.
-pub fn blocks_check(blocks: &[FoundBlock], is_alive: impl Fn(u32) -> bool) -> Check {
+/// Judges the czctl blocks found in a hosts file; `owner_alive` says whether a block's owner
+/// may still run.
+pub fn blocks_check(blocks: &[FoundBlock], owner_alive: impl Fn(&FoundBlock) -> bool) -> Check {
     const NAME: &str = "stale hosts blocks";
     let unterminated: Vec<&FoundBlock> = blocks.iter().filter(|b| !b.terminated()).collect();
     let stale: Vec<&FoundBlock> = blocks
         .iter()
-        .filter(|b| b.terminated() && !is_alive(b.pid()))
+        .filter(|b| b.terminated() && !owner_alive(b))
         .collect();
     let active = blocks.len() - unterminated.len() - stale.len();
     if let Some(first) = unterminated.first() {
@@ -150,7 +158,7 @@ mod tests {
 
     #[test]
     fn dead_blocks_are_warnings_with_the_close_fix() {
-        let check = blocks_check(&parse_blocks(TEXT), |pid| pid == 20);
+        let check = blocks_check(&parse_blocks(TEXT), |b| b.pid() == 20);
         assert_eq!(check.status, Status::Warn);
         assert_eq!(
             check.detail,
@@ -163,6 +171,40 @@ mod tests {
         let fine = blocks_check(&parse_blocks(TEXT), |_| true);
         assert_eq!(fine.status, Status::Pass);
         assert_eq!(fine.detail, "none (2 active sessions)");
+    }
+
+    #[test]
+    fn owners_are_judged_by_their_records_then_their_pids() {
+        let state = std::env::temp_dir().join(format!("czctl-stale-test-{}", std::process::id()));
+        let text = "# czctl begin session=tp-zero pid=0 -- note\n127.1.2.3\tx\n\
+                    # czctl end session=tp-zero\n";
+        let alive = |b: &FoundBlock| block_owner_alive_by(&state, b.session(), b.pid(), |_| true);
+        let check = blocks_check(&parse_blocks(text), alive);
+        assert_eq!(check.status, Status::Warn, "pid 0 is no process");
+        // A pid that runs something other than czctl (this test binary is czctl's).
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let text = format!(
+            "# czctl begin session=tp-other pid={} -- note\n127.1.2.3\tx\n\
+             # czctl end session=tp-other\n\
+             # czctl begin session=tp-self pid={} -- note\n127.1.2.4\ty\n\
+             # czctl end session=tp-self\n",
+            other.id(),
+            std::process::id()
+        );
+        let check = blocks_check(&parse_blocks(&text), alive);
+        let _ = other.kill();
+        let _ = other.wait();
+        if crate::session::process::runs_czctl(std::process::id()).is_some() {
+            assert!(
+                check.detail.contains("session tp-other"),
+                "{}",
+                check.detail
+            );
+            assert!(!check.detail.contains("tp-self"), "{}", check.detail);
+        }
     }
 
     #[test]

@@ -350,7 +350,8 @@ fn rebuild(text: &str, drop: &[Range<usize>], replacement: Option<&str>) -> Stri
     }
     // Keep "no newline at end of file": the last `\n` is then one czctl added (it never
     // touches foreign lines), either after its own end marker or before its begin marker.
-    if !text.is_empty() && !text.ends_with('\n') && out.ends_with('\n') && !out.ends_with("\r\n") {
+    // Only that `\n` goes: a file ending in a bare `\r` keeps it (and gets no `\n` after it).
+    if !text.is_empty() && !text.ends_with('\n') && out.ends_with('\n') {
         out.pop();
     }
     out

@@ -35,6 +35,10 @@ const ORIGINALS: &[&str] = &[
     "# only a comment\n\n\n",
     "\n",
     "  10.0.0.1   db  # trailing comment \t\n# czctl is mentioned here\n",
+    // A bare `\r` at the end stays bare: no `\n` is left after it once the block is gone.
+    "127.0.0.1 localhost\r",
+    "127.0.0.1 localhost\r\n::1 localhost\r",
+    "\r",
 ];
 
 #[test]

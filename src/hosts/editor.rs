@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::block::{BlockId, Entry};
@@ -60,11 +61,36 @@ impl HostsEditor {
         state_dir: &Path,
         log: Option<std::fs::File>,
     ) -> Result<HostsEditor, OpenError> {
-        let error = match std::fs::OpenOptions::new().append(true).open(path) {
-            Ok(_) => return Ok(HostsEditor::Direct(HostsFile::new(path))),
+        let shown = path.display();
+        // A device, FIFO, directory or socket is refused before it is opened: opening one can
+        // block (a FIFO) or have effects (a device), and replacing it would destroy it.
+        if let Ok(meta) = std::fs::metadata(path) {
+            if !meta.is_file() {
+                return Err(OpenError::Unwritable(format!(
+                    "refusing {shown} as the hosts file: it is {}, not a regular file; pass \
+                     --hosts-file PATH with the path of a regular file",
+                    super::lock::kind(meta.file_type())
+                )));
+            }
+        }
+        let opened = std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path);
+        let error = match opened {
+            Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => {
+                return Ok(HostsEditor::Direct(HostsFile::new(path)))
+            }
+            Ok(file) => {
+                let kind = file
+                    .metadata()
+                    .map_or("not a regular file", |m| super::lock::kind(m.file_type()));
+                return Err(OpenError::Unwritable(format!(
+                    "refusing {shown} as the hosts file: it is {kind}, not a regular file"
+                )));
+            }
             Err(e) => e,
         };
-        let shown = path.display();
         match error.kind() {
             std::io::ErrorKind::PermissionDenied if !is_root() => Ok(HostsEditor::Elevated(
                 Elevated::start(path, state_dir, log)?,

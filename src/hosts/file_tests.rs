@@ -110,7 +110,10 @@ fn write_by_rename_keeps_the_mode() {
     let dir = TempDir::new("mode");
     let hosts = dir.file("hosts", "old\n", 0o640);
     let before = inode(hosts.path());
-    assert_eq!(hosts.write("new\n").expect("write"), WriteMethod::Renamed);
+    assert_eq!(
+        hosts.write("new\n").expect("write"),
+        Outcome::Written(WriteMethod::Renamed)
+    );
     assert_eq!(fs::read_to_string(hosts.path()).expect("read"), "new\n");
     assert_ne!(
         inode(hosts.path()),
@@ -128,7 +131,10 @@ fn write_by_rename_keeps_the_owner_when_root() {
     if std::os::unix::fs::chown(hosts.path(), Some(4321), Some(4321)).is_err() {
         return; // Not root: giving the file away is impossible, and so is keeping that owner.
     }
-    assert_eq!(hosts.write("new\n").expect("write"), WriteMethod::Renamed);
+    assert_eq!(
+        hosts.write("new\n").expect("write"),
+        Outcome::Written(WriteMethod::Renamed)
+    );
     let meta = fs::metadata(hosts.path()).expect("exists");
     assert_eq!(
         (meta.uid(), meta.gid(), mode(hosts.path())),
@@ -153,20 +159,94 @@ fn write_follows_a_symlink_and_keeps_it() {
         .contains("czctl begin session=s"));
 }
 
+/// Rewrites `path` in place to `text` (what the bind-mount fallback does).
+fn rewrite_to(path: &Path, text: &str) -> Result<usize, inplace::Failure<HostsError>> {
+    let read = fs::File::open(path).expect("readable");
+    let base = fs::read(path).expect("readable");
+    inplace::rewrite(&read, path, base, &mut |_| Ok(text.as_bytes().to_vec()))
+}
+
 #[test]
 fn in_place_fallback_keeps_inode_and_replaces_all_bytes() {
     let dir = TempDir::new("inplace");
     let hosts = dir.file("hosts", "a much longer original line\nsecond\n", 0o600);
     let before = inode(hosts.path());
-    write_in_place(hosts.path(), "short\n").expect("in place");
+    rewrite_to(hosts.path(), "short\n").expect("in place");
     assert_eq!(fs::read(hosts.path()).expect("read"), b"short\n");
     let longer = "x".repeat(10_000) + "\n";
-    write_in_place(hosts.path(), &longer).expect("in place");
+    rewrite_to(hosts.path(), &longer).expect("in place");
     assert_eq!(fs::read_to_string(hosts.path()).expect("read"), longer);
+    rewrite_to(hosts.path(), "").expect("in place");
+    assert_eq!(fs::read(hosts.path()).expect("read"), b"");
     assert_eq!((inode(hosts.path()), mode(hosts.path())), (before, 0o600));
-    let missing = write_in_place(&dir.0.join("missing"), "x").expect_err("no such file");
-    assert!(!missing.partial);
-    assert_eq!(missing.source.kind(), ErrorKind::NotFound);
+    let missing = dir.0.join("missing");
+    let read = fs::File::open(hosts.path()).expect("readable");
+    let err = inplace::rewrite(&read, &missing, Vec::new(), &mut |_| {
+        Ok::<_, HostsError>(b"x".to_vec())
+    })
+    .expect_err("no such file");
+    assert!(
+        matches!(&err, inplace::Failure::Io { partial: false, source } if source.kind() == ErrorKind::NotFound),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_hard_linked_file_is_rewritten_in_place_and_stays_linked() {
+    let dir = TempDir::new("hardlink");
+    let hosts = dir.file("hosts", "127.0.0.1 localhost\n", 0o644);
+    let other = dir.0.join("hosts.link");
+    fs::hard_link(hosts.path(), &other).expect("hard link");
+    let before = inode(hosts.path());
+    let session = id("tp-link", 7);
+    assert_eq!(
+        hosts.update(&session, &entries()).expect("update"),
+        Outcome::Written(WriteMethod::InPlace)
+    );
+    let meta = fs::metadata(hosts.path()).expect("exists");
+    assert_eq!((meta.ino(), meta.nlink()), (before, 2));
+    assert!(fs::read_to_string(&other)
+        .expect("read")
+        .contains("czctl begin session=tp-link"));
+    hosts.remove(&session).expect("remove");
+    assert_eq!(
+        fs::read_to_string(&other).expect("read"),
+        "127.0.0.1 localhost\n"
+    );
+    assert_eq!(fs::metadata(hosts.path()).expect("exists").nlink(), 2);
+    assert_eq!(names_in(&dir.0), ["hosts", "hosts.link"]);
+}
+
+#[test]
+fn devices_fifos_and_directories_are_refused_unopened() {
+    let dir = TempDir::new("special");
+    let fifo = dir.0.join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("no NUL");
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    for (path, kind) in [
+        (fifo.as_path(), "a FIFO (named pipe)"),
+        (dir.0.as_path(), "a directory"),
+        (Path::new("/dev/null"), "a character device"),
+    ] {
+        let hosts = HostsFile::new(path);
+        // Opening the FIFO would block without a writer: this returns at once instead.
+        let err = hosts.update(&id("s", 1), &entries()).expect_err("refused");
+        assert!(
+            matches!(&err, HostsError::NotRegular { kind: k, .. } if *k == kind),
+            "{}: {err}",
+            path.display()
+        );
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let err = hosts.backup_once(&dir.0.join("state"), &id("s", 1));
+        assert!(matches!(err, Err(HostsError::NotRegular { .. })), "{err:?}");
+    }
+    use std::os::unix::fs::FileTypeExt;
+    assert!(fs::metadata(&fifo).expect("kept").file_type().is_fifo());
+    assert!(fs::metadata("/dev/null")
+        .expect("kept")
+        .file_type()
+        .is_char_device());
 }
 
 #[test]
@@ -186,16 +266,145 @@ fn rename_failures_of_bind_mounts_fall_back_to_in_place() {
     }
 }
 
+/// A foreign line appended to the file the first time the change is computed, i.e. after
+/// czctl's read and before its write.
+fn update_with_append_in_between(
+    hosts: &HostsFile,
+    session: &BlockId,
+    entries: &[Entry],
+    line: &str,
+) -> Outcome {
+    let appended = std::sync::atomic::AtomicBool::new(false);
+    let (outcome, ()) = hosts
+        .edit(|text| {
+            if !appended.swap(true, Ordering::SeqCst) {
+                let mut file = fs::OpenOptions::new()
+                    .append(true)
+                    .open(hosts.path())
+                    .expect("writable");
+                std::io::Write::write_all(&mut file, line.as_bytes()).expect("append");
+            }
+            (block::splice(text, session, Some(entries)), ())
+        })
+        .expect("edit");
+    outcome
+}
+
 #[test]
-fn commit_notices_a_concurrent_change_and_leaves_no_temp_file() {
-    let dir = TempDir::new("race");
-    let hosts = dir.file("hosts", "current\n", 0o644);
-    let result = hosts
-        .commit("new\n", Some("what czctl read earlier\n"))
-        .expect("commit");
-    assert!(matches!(result, Commit::Changed));
-    assert_eq!(fs::read_to_string(hosts.path()).expect("read"), "current\n");
-    assert_eq!(names_in(&dir.0), ["hosts"]);
+fn lines_appended_between_read_and_write_are_kept_by_rename_and_in_place() {
+    for linked in [false, true] {
+        let dir = TempDir::new(if linked { "append-link" } else { "append" });
+        let hosts = dir.file("hosts", "127.0.0.1 localhost\n", 0o644);
+        if linked {
+            fs::hard_link(hosts.path(), dir.0.join("link")).expect("hard link");
+        }
+        let session = id("tp-append", 3);
+        let method = if linked {
+            WriteMethod::InPlace
+        } else {
+            WriteMethod::Renamed
+        };
+        let outcome =
+            update_with_append_in_between(&hosts, &session, &entries(), "10.0.0.1 first\n");
+        assert_eq!(outcome, Outcome::Written(method));
+        let text = hosts.read().expect("read");
+        // Kept (before or after the new block, depending on when it was noticed).
+        assert_eq!(text.matches("10.0.0.1 first\n").count(), 1, "{text}");
+        assert_eq!(block::parse_blocks(&text).len(), 1, "{text}");
+        // The same while the block is rewritten where it stands.
+        let fewer = [Entry::new(Ipv4Addr::new(127, 0, 0, 8), ["eight"]).expect("valid")];
+        let outcome = update_with_append_in_between(&hosts, &session, &fewer, "10.0.0.2 second\n");
+        assert_eq!(outcome, Outcome::Written(method));
+        hosts.remove(&session).expect("remove");
+        assert_eq!(
+            hosts.read().expect("read"),
+            "127.0.0.1 localhost\n10.0.0.1 first\n10.0.0.2 second\n"
+        );
+        let mut expected = vec!["hosts".to_string()];
+        if linked {
+            expected.push("link".into());
+        }
+        assert_eq!(names_in(&dir.0), expected, "no temporary file is left");
+    }
+}
+
+#[test]
+fn concurrent_editors_never_lose_each_others_blocks() {
+    for linked in [false, true] {
+        let dir = TempDir::new(if linked { "threads-link" } else { "threads" });
+        let hosts = dir.file("hosts", "127.0.0.1 localhost\n", 0o644);
+        if linked {
+            fs::hard_link(hosts.path(), dir.0.join("link")).expect("hard link");
+        }
+        let barrier = std::sync::Barrier::new(6);
+        std::thread::scope(|scope| {
+            for t in 0..6u32 {
+                let (hosts, barrier) = (hosts.clone(), &barrier);
+                scope.spawn(move || {
+                    let session = id(&format!("tp-{t}"), t + 1);
+                    barrier.wait();
+                    for round in 0..25 {
+                        hosts.update(&session, &entries()).expect("update");
+                        // Our block is there until we remove it: nobody wrote over it.
+                        let text = hosts.read().expect("read");
+                        let ours = block::parse_blocks(&text)
+                            .into_iter()
+                            .filter(|b| b.session() == session.session())
+                            .count();
+                        assert_eq!(ours, 1, "thread {t} round {round}: {text}");
+                        hosts.remove(&session).expect("remove");
+                    }
+                });
+            }
+        });
+        assert_eq!(hosts.read().expect("read"), "127.0.0.1 localhost\n");
+    }
+}
+
+#[test]
+fn an_edit_waits_for_the_lock_and_gives_up_after_a_while() {
+    let dir = TempDir::new("lock");
+    let hosts = dir.file("hosts", "127.0.0.1 localhost\n", 0o644);
+    let holder = fs::File::open(hosts.path()).expect("readable");
+    assert!(super::super::lock::try_lock(&holder).expect("flock"));
+    let err = Locked::acquire(hosts.path(), std::time::Duration::from_millis(100))
+        .expect_err("held by someone else");
+    assert!(matches!(err, LockFailure::Timeout(_)), "{err:?}");
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(holder);
+        });
+        hosts
+            .update(&id("s", 1), &entries())
+            .expect("update once released");
+    });
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    let message = HostsError::Locked {
+        path: hosts.path().to_path_buf(),
+        waited: LOCK_WAIT,
+    }
+    .to_string();
+    assert!(
+        message.contains("lslocks") && message.contains("10s"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_final_bare_carriage_return_is_kept() {
+    let dir = TempDir::new("cr");
+    let original = "127.0.0.1 localhost\r";
+    let hosts = dir.file("hosts", original, 0o644);
+    let session = id("tp-cr", 1);
+    hosts.update(&session, &entries()).expect("update");
+    assert!(hosts
+        .read()
+        .expect("read")
+        .starts_with("127.0.0.1 localhost\r\n# czctl begin"));
+    hosts.remove(&session).expect("remove");
+    assert_eq!(hosts.read().expect("read"), original);
 }
 
 #[test]
@@ -207,7 +416,7 @@ fn backup_is_taken_once_per_session() {
     let backup = hosts.backup_once(&state, &session).expect("backup");
     assert_eq!(backup, state.join("hosts-tp-1.backup"));
     assert_eq!(fs::read(&backup).expect("read"), b"original\r\n");
-    assert_eq!(mode(&backup), 0o644);
+    assert_eq!(mode(&backup), 0o600, "the hosts file's mode");
     hosts.update(&session, &entries()).expect("update");
     assert_eq!(hosts.backup_once(&state, &session).expect("backup"), backup);
     assert_eq!(

@@ -13,13 +13,22 @@
 //! ids are validated when [`Entry`] and [`BlockId`] are built, so nothing can inject lines.
 //!
 //! # Guarantees
+//! - One writer at a time: every read-change-write by any czctl process (direct, or the root
+//!   helper) holds an exclusive `flock` on the hosts file itself, and writes only what it
+//!   computed from the text it read under that lock (`lock` explains the choice).
 //! - Every line outside czctl's blocks is kept byte for byte, including edits other programs
-//!   make while czctl runs: the file is re-read before every write and only the block is spliced.
-//!   CRLF lines and a missing final newline are kept; removing a block restores the file.
+//!   make while czctl runs: the file is re-read under the lock and only the block is spliced;
+//!   lines other programs append between czctl's read and its write are merged in (checked
+//!   again after a rename, never truncated by an in-place rewrite; `inplace` and
+//!   [`HostsFile::update`] describe the remaining windows). CRLF lines, a missing final newline
+//!   and a final bare `\r` are kept; removing a block restores the file.
 //! - Writes are atomic (temporary file, then rename, keeping mode and owner), falling back to an
 //!   in-place rewrite with fsync when the file cannot be renamed over (bind mounts in containers
-//!   and WSL). A write is retried when the file changes between read and write.
-//! - [`HostsFile::backup_once`] keeps a copy of the original per session in the state directory.
+//!   and WSL) and for a file with hard links (so they stay links of one file).
+//! - Only regular files are edited: a directory, device, FIFO or socket is refused unopened.
+//! - [`HostsFile::backup_once`] keeps a copy of the original per session in the state directory
+//!   (`hosts-SESSION.backup`, with the hosts file's permission bits); a session that ends
+//!   cleanly removes it, a crashed one leaves it for repairs.
 //! - A terminated block whose owner pid is dead is stale; [`HostsFile::remove_stale`] removes it
 //!   and says so. A begin marker without its end marker is never touched, only reported, so a
 //!   damaged file can never make czctl delete the lines after it.
@@ -27,7 +36,10 @@
 //! # Layout
 //! - [`block`](mod@block): pure text operations (render, parse, splice, stale removal); no I/O.
 //! - [`file`](mod@file): reading, writing and backing up the file; no policy.
-//! - `replace`: the primitives below it: staged temporary file + rename, in-place rewrite.
+//! - `lock`: the exclusive lock every edit holds.
+//! - `replace`: the staged temporary file renamed into place; `orphans`: the replaced files,
+//!   watched a few seconds for late writes; `inplace`: the in-place rewrite that never
+//!   truncates bytes it did not read.
 //! - [`editor`](mod@editor): [`HostsEditor`], what teleports and `session close` edit through:
 //!   the file directly when czctl may write it, else [`elevated`](mod@elevated): a root
 //!   [`helper`](mod@helper) (`czctl hosts-helper`) started once through sudo, so only the
@@ -41,6 +53,9 @@ pub mod elevated;
 mod fdpass;
 pub mod file;
 pub mod helper;
+mod inplace;
+mod lock;
+mod orphans;
 mod replace;
 
 pub use block::{

@@ -1,5 +1,5 @@
-//! Low-level file replacement: a staged temporary file renamed into place, and the in-place
-//! rewrite used when renaming is impossible (bind mounts). Knows nothing about hosts files.
+//! Low-level file replacement: a staged temporary file renamed into place (the in-place
+//! rewrite used when renaming is impossible is `inplace`). Knows nothing about hosts files.
 
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, ErrorKind, Write};
@@ -20,43 +20,21 @@ pub(super) fn falls_back(err: &io::Error) -> bool {
     )
 }
 
-/// Why [`write_in_place`] failed.
-#[derive(Debug)]
-pub(super) struct InPlaceFailure {
-    /// Whether the file may have been changed (the failure came after opening it).
-    pub(super) partial: bool,
-    /// The cause.
-    pub(super) source: io::Error,
-}
-
-/// Overwrites `path` in place (same inode, so owner, mode and bind mounts are kept), then
-/// truncates and syncs. Writing before truncating means a crash never leaves an empty file.
-pub(super) fn write_in_place(path: &Path, text: &str) -> Result<(), InPlaceFailure> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|source| InPlaceFailure {
-            partial: false,
-            source,
-        })?;
-    let partial = |source| InPlaceFailure {
-        partial: true,
-        source,
-    };
-    file.write_all(text.as_bytes()).map_err(partial)?;
-    file.set_len(text.len() as u64).map_err(partial)?;
-    file.sync_all().map_err(partial)
-}
-
 /// A temporary file next to its destination, deleted on drop unless renamed.
 pub(super) struct Staged {
-    path: PathBuf,
+    temp: TempPath,
     file: fs::File,
+}
+
+/// The temporary file's name, removed on drop unless renamed.
+struct TempPath {
+    path: PathBuf,
     renamed: bool,
 }
 
 impl Staged {
     /// Creates the temporary file beside `dest` with `mode`, writes `bytes` and syncs them.
+    /// It is open for reading too, so it can serve as the locked file once renamed.
     pub(super) fn create(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<Self> {
         let dir = dest.parent().unwrap_or(Path::new("/"));
         let name = dest
@@ -65,14 +43,17 @@ impl Staged {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!(".{name}.czctl-{}-{n}.tmp", std::process::id()));
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&path)?;
         let mut staged = Self {
-            path,
+            temp: TempPath {
+                path,
+                renamed: false,
+            },
             file,
-            renamed: false,
         };
         staged.file.write_all(bytes)?;
         // Set explicitly: the umask applies to the mode given at creation.
@@ -93,19 +74,38 @@ impl Staged {
             .set_permissions(Permissions::from_mode(meta.mode() & 0o7777))
     }
 
-    /// Renames the temporary file onto `dest` and syncs the directory (best effort).
-    pub(super) fn rename_onto(mut self, dest: &Path) -> io::Result<()> {
-        fs::rename(&self.path, dest)?;
-        self.renamed = true;
+    /// Appends `bytes` to the temporary file (after the `len` bytes it holds), unsynced: the
+    /// caller syncs the file once it is in place.
+    pub(super) fn extend(&self, len: usize, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(bytes, len as u64)
+    }
+
+    /// Takes the exclusive `flock` on the temporary file, so that it is locked from the
+    /// moment a rename makes it the file others open (see `lock`). A file system without
+    /// locks is let through.
+    pub(super) fn lock(&self) -> io::Result<()> {
+        match super::lock::try_lock(&self.file) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(io::Error::from(ErrorKind::WouldBlock)),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Renames the temporary file onto `dest`, syncs the directory (best effort) and returns
+    /// the file, now at `dest` (with any lock taken by [`Staged::lock`]).
+    pub(super) fn rename_onto(mut self, dest: &Path) -> io::Result<fs::File> {
+        fs::rename(&self.temp.path, dest)?;
+        self.temp.renamed = true;
         if let Some(dir) = dest.parent() {
             // Durability of the rename itself; failing here loses nothing already written.
             let _ = fs::File::open(dir).and_then(|d| d.sync_all());
         }
-        Ok(())
+        Ok(self.file)
     }
 }
 
-impl Drop for Staged {
+impl Drop for TempPath {
     fn drop(&mut self) {
         if !self.renamed {
             // Best effort: a leftover temp file is harmless and named after czctl.

@@ -3,10 +3,14 @@
 //!
 //! Header names and values end up inside nginx.conf, so only characters that cannot change
 //! its meaning are accepted: names `^[A-Za-z0-9][A-Za-z0-9-]{0,62}$` (no `_`, which NGINX
-//! ignores by default), values `^[A-Za-z0-9._~-]{1,128}$`.
+//! ignores by default), values `^[A-Za-z0-9._~-]{1,128}$`. The local port is 1-65535 (port 0
+//! would be "any free port", where nothing listens). Refused values are echoed cut to about 80
+//! characters ([`crate::exit::shown`]).
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+
+use crate::exit::shown;
 
 /// The header CodeZero's intercept uses; ours by default.
 pub const DEFAULT_HEADER: &str = "X-C6O-INTERCEPT";
@@ -44,16 +48,19 @@ impl fmt::Display for HeaderMatch {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
     /// No `:` separator.
-    #[error("header spec {0:?} has no ':'; write it as NAME:VALUE, for example -x x-dev:alice")]
+    #[error("header spec {} has no ':'; write it as NAME:VALUE, for example -x x-dev:alice", shown(.0))]
     NoSeparator(String),
     /// The name has characters NGINX would mangle or that could alter its configuration.
-    #[error("header name {0:?} is not allowed: use 1-63 letters, digits and '-', starting with a letter or digit (NGINX ignores '_' in header names)")]
+    #[error("header name {} is not allowed: use 1-63 letters, digits and '-', starting with a letter or digit (NGINX ignores '_' in header names)", shown(.0))]
     BadName(String),
     /// The value has characters that could alter NGINX's configuration.
-    #[error("header value {0:?} is not allowed: use 1-128 letters, digits and '.', '_', '~', '-'")]
+    #[error("header value {} is not allowed: use 1-128 letters, digits and '.', '_', '~', '-'", shown(.0))]
     BadValue(String),
+    /// Port 0 asks the system for any free port: nothing would listen there.
+    #[error("local port 0 cannot be used: intercepted requests need the port your server listens on (1-65535), for example -p 3000")]
+    PortZero,
     /// The local URL cannot be used.
-    #[error("local URL {url:?} cannot be used: {why}; write it as http://HOST:PORT, for example http://127.0.0.1:3000")]
+    #[error("local URL {} cannot be used: {why}; write it as http://HOST:PORT, for example http://127.0.0.1:3000", shown(.url))]
     BadUrl {
         /// The URL given.
         url: String,
@@ -106,6 +113,7 @@ fn valid_value(value: &str) -> bool {
 pub fn local_target(port: Option<u16>, url: Option<&str>) -> Result<SocketAddr, SpecError> {
     match (port, url) {
         (_, Some(url)) => parse_url(url),
+        (Some(0), None) => Err(SpecError::PortZero),
         (Some(port), None) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
         (None, None) => Ok(SocketAddr::from(([127, 0, 0, 1], 8080))),
     }
@@ -134,7 +142,11 @@ fn parse_url(url: &str) -> Result<SocketAddr, SpecError> {
     let mut addrs = with_port
         .to_socket_addrs()
         .map_err(|e| bad(&format!("its host does not resolve ({e})")))?;
-    addrs.next().ok_or_else(|| bad("its host has no address"))
+    let addr = addrs.next().ok_or_else(|| bad("its host has no address"))?;
+    if addr.port() == 0 {
+        return Err(bad("port 0 is not a port anything listens on"));
+    }
+    Ok(addr)
 }
 
 #[cfg(test)]
@@ -224,5 +236,32 @@ mod tests {
         );
         assert!(local_target(None, Some("https://127.0.0.1:1")).is_err());
         assert!(local_target(None, Some("http://")).is_err());
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        assert_eq!(local_target(Some(0), None), Err(SpecError::PortZero));
+        let url = local_target(None, Some("http://127.0.0.1:0")).unwrap_err();
+        assert!(url.to_string().contains("port 0"), "{url}");
+        assert!(local_target(Some(1), None).is_ok());
+        assert!(local_target(Some(65535), None).is_ok());
+    }
+
+    #[test]
+    fn refused_values_are_echoed_cut() {
+        let huge = "a".repeat(100_000);
+        for err in [
+            parse_header(Some(&huge)).unwrap_err(),
+            parse_header(Some(&format!("{huge}:x"))).unwrap_err(),
+            parse_header(Some(&format!("x-dev:{huge}"))).unwrap_err(),
+            local_target(None, Some(&format!("ftp://{huge}"))).unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(text.len() < 400, "{} bytes: {}", text.len(), &text[..400]);
+            assert!(text.contains("…\" (100"), "{text}");
+        }
+        // Short values are quoted whole, control characters escaped.
+        let newline = parse_header(Some("x-dev:a\nb")).unwrap_err().to_string();
+        assert!(newline.contains("\"a\\nb\""), "{newline}");
     }
 }

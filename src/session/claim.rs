@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use super::record::{self, Record};
 use crate::exit::{Code, Fatal};
-use crate::teleport::is_alive;
 
 /// What a new teleport would be.
 #[derive(Debug, Clone)]
@@ -48,6 +47,7 @@ impl Want {
             server: self.server.clone(),
             selector: self.selector.clone(),
             cluster_domain: self.cluster_domain.clone(),
+            identity: super::process::Identity::of(pid),
         }
     }
 }
@@ -64,13 +64,17 @@ pub enum Found {
 }
 
 /// Decides from the records (pure): reuse, wait, start, or refuse with the reason.
-pub fn find(records: &[Record], want: &Want, alive: impl Fn(u32) -> bool) -> Result<Found, Fatal> {
+pub fn find(
+    records: &[Record],
+    want: &Want,
+    alive: impl Fn(&Record) -> bool,
+) -> Result<Found, Fatal> {
     for r in records {
         let same_place = r.kind == "teleport"
             && r.group == want.group
             && r.context == want.context
             && (r.server.is_empty() || r.server == want.server)
-            && alive(r.pid);
+            && alive(r);
         let overlap: Vec<&String> = want
             .namespaces
             .iter()
@@ -143,19 +147,20 @@ pub struct Lock(#[allow(dead_code)] File);
 /// Takes the lock (waiting up to `timeout`).
 pub async fn lock(state_dir: &Path, timeout: Duration) -> Result<Lock, Fatal> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = record::dir(state_dir);
     let local = |what: String, e: std::io::Error| Fatal::new(Code::Local, format!("{what}: {e}"));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| local(format!("cannot create {}", dir.display()), e))?;
+    let dir = crate::paths::ensure_sessions_dir(state_dir)
+        .map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
     let path = dir.join("lock");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| local(format!("cannot open {}", path.display()), e))?;
+    let file = crate::paths::open_nofollow(
+        &path,
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600),
+    )
+    .map_err(|e| local(format!("cannot open {}", path.display()), e))?;
     let deadline = Instant::now() + timeout;
     loop {
         match file.try_lock() {
@@ -190,7 +195,7 @@ pub async fn claim(state_dir: &Path, want: &Want, timeout: Duration) -> Result<C
         let lock = lock(state_dir, left).await?;
         let records =
             record::list(state_dir).map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
-        match find(&records, want, is_alive)? {
+        match find(&records, want, |r| !r.liveness().is_stale())? {
             Found::Ready(r) => return Ok(Claim::Reuse(Box::new(r))),
             Found::Free => return Ok(Claim::Start(lock)),
             Found::Starting(r) => {

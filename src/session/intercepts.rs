@@ -3,7 +3,7 @@
 
 use kube::Client;
 
-use super::manage::{close_live, records, Listed, Places};
+use super::manage::{close_live, judged, Listed, Places};
 use super::record::{InterceptRef, Record};
 use crate::cluster::client::{self, ClientOptions};
 use crate::exit::{Code, Fatal};
@@ -12,7 +12,6 @@ use crate::intercept::heartbeat;
 use crate::intercept::names;
 use crate::intercept::setup::{close_fatal, store_error};
 use crate::intercept::store::RecordStore;
-use crate::teleport::is_alive;
 
 async fn connect(options: &ClientOptions) -> Result<Client, Fatal> {
     client::connect(options)
@@ -46,9 +45,9 @@ pub async fn clean_stale(places: &Places, record: &Record, force: bool) -> Resul
     record.remove(&places.state_dir);
     let what = format!("service {}/{}", ic.namespace, ic.service);
     Ok(format!(
-        "{} (it was stale: pid {} gone)",
+        "{} (it was stale: {})",
         describe(&record.id, &what, &closed),
-        record.pid
+        record.liveness().describe(record.pid)
     ))
 }
 
@@ -72,17 +71,22 @@ pub async fn close_intercepts(
     let ns = namespace.map_or_else(|| client.default_namespace().to_string(), str::to_string);
     let what = format!("service {ns}/{service}");
     let mut said = Vec::new();
-    for record in records(places)? {
+    let (records, invalid) = judged(places)?;
+    for bad in &invalid {
+        eprintln!("czctl: {}", bad.message());
+    }
+    for (record, liveness) in records {
         let Some(ic) = &record.intercept else {
             continue;
         };
         if ic.namespace != ns || ic.service != service {
             continue;
         }
-        if is_alive(record.pid) {
+        if !liveness.is_stale() {
             said.push(close_live(&record).await);
         }
-        if Record::path(&places.state_dir, &record.id).exists() {
+        // Only a record whose process is over is cleaned up from here.
+        if Record::path(&places.state_dir, &record.id).exists() && record.liveness().is_stale() {
             said.push(clean_stale(places, &record, force).await?);
         }
     }

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use loopback::Registry;
 
 use super::control::{self, Request, Response};
-use super::record::{self, Record};
+use super::process::{Liveness, Verified};
+use super::record::{self, Invalid, Record};
 use super::status::Status;
 use crate::exit::{Code, Fatal};
 use crate::hosts::{parse_blocks, BlockId, HostsEditor};
-use crate::teleport::is_alive;
 
 /// Where sessions and their leftovers live.
 #[derive(Debug, Clone)]
@@ -28,24 +28,53 @@ pub struct Places {
 /// A session as `session list` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Listed {
-    /// The record.
+    /// The record; its `state` is `unknown (other pid namespace)` for a session started in
+    /// another PID namespace (its process cannot be seen from here).
     #[serde(flatten)]
     pub record: Record,
-    /// Its process is gone: it left things behind that `session close` cleans.
+    /// Its process is gone (or its pid belongs to another process now): it left things behind
+    /// that `session close` cleans.
     pub stale: bool,
+    /// Why its process is not (known to be) the recorded one, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
 }
 
-pub(super) fn records(places: &Places) -> Result<Vec<Record>, Fatal> {
-    record::list(&places.state_dir).map_err(|e| Fatal::new(Code::Local, e.to_string()))
-}
+/// The valid records, each with whether its process runs, and the invalid record files.
+pub(super) type Judged = (Vec<(Record, Liveness)>, Vec<Invalid>);
 
-/// Every session, live or stale.
-pub fn list(places: &Places) -> Result<Vec<Listed>, Fatal> {
-    Ok(records(places)?
+/// Reads and judges every record of the state directory.
+pub(super) fn judged(places: &Places) -> Result<Judged, Fatal> {
+    let (records, invalid) =
+        record::scan(&places.state_dir).map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
+    let records = records
         .into_iter()
-        .map(|record| Listed {
-            stale: !is_alive(record.pid),
-            record,
+        .map(|r| {
+            let liveness = r.liveness();
+            (r, liveness)
+        })
+        .collect();
+    Ok((records, invalid))
+}
+
+/// Every session, live or stale. Invalid record files are reported on stderr and left out.
+pub fn list(places: &Places) -> Result<Vec<Listed>, Fatal> {
+    let (records, invalid) = judged(places)?;
+    for bad in &invalid {
+        eprintln!("czctl: {}", bad.message());
+    }
+    Ok(records
+        .into_iter()
+        .map(|(mut record, liveness)| {
+            if let Some(state) = liveness.shown_state() {
+                record.state = state.into();
+            }
+            let process = (liveness != Liveness::Running).then(|| liveness.describe(record.pid));
+            Listed {
+                stale: liveness.is_stale(),
+                process,
+                record,
+            }
         })
         .collect())
 }
@@ -53,21 +82,32 @@ pub fn list(places: &Places) -> Result<Vec<Listed>, Fatal> {
 /// The status of one session, or of every live one.
 pub async fn status(places: &Places, id: Option<&str>) -> Result<Vec<(Record, Status)>, Fatal> {
     let mut out = Vec::new();
-    let all = records(places)?;
+    let (all, invalid) = judged(places)?;
     if let Some(id) = id {
-        if !all.iter().any(|r| r.id == id) {
+        if let Some(bad) = invalid.iter().find(|b| b.id() == id) {
+            return Err(Fatal::new(Code::Local, bad.message()));
+        }
+        if !all.iter().any(|(r, _)| r.id == id) {
             return Err(Fatal::new(
                 Code::NotFound,
                 format!("no session {id:?}; list them with: czctl session list"),
             ));
         }
     }
-    for record in all.into_iter().filter(|r| id.is_none_or(|id| r.id == id)) {
-        if !is_alive(record.pid) {
+    for (record, liveness) in all
+        .into_iter()
+        .filter(|(r, _)| id.is_none_or(|id| r.id == id))
+    {
+        if liveness.is_stale() {
             if id.is_some() {
                 return Err(Fatal::new(
                     Code::NotFound,
-                    format!("session {} is stale (pid {} is gone); clean it with: czctl session close {}", record.id, record.pid, record.id),
+                    format!(
+                        "session {} is stale ({}); clean it with: czctl session close {}",
+                        record.id,
+                        liveness.describe(record.pid),
+                        record.id
+                    ),
                 ));
             }
             continue;
@@ -78,6 +118,15 @@ pub async fn status(places: &Places, id: Option<&str>) -> Result<Vec<(Record, St
                 return Err(Fatal::new(
                     Code::Failure,
                     format!("session {} answered {other:?}", record.id),
+                ))
+            }
+            // A session whose process cannot be checked and whose socket does not answer
+            // may well have ended: only asking for it by id is an error.
+            Err(_) if liveness != Liveness::Running && id.is_none() => {}
+            Err(e) if liveness != Liveness::Running => {
+                return Err(Fatal::new(
+                    Code::Local,
+                    format!("{e}; {}", liveness.describe(record.pid)),
                 ))
             }
             Err(e) => return Err(Fatal::new(Code::Local, e.to_string())),
@@ -111,20 +160,27 @@ pub struct Closing {
 /// Closes sessions, trying every one and reporting each failure; closing a session that is
 /// already closed succeeds and says so; an unknown id is an error (exit 5). With `forget`,
 /// the session's process is stopped and its local traces removed without touching the
-/// cluster, saying what stays there.
+/// cluster, saying what stays there. Invalid record files are reported (each a failure, with
+/// how to remove it) and never acted upon; `--all` leaves sessions of another PID namespace
+/// alone (whether they run cannot be told from here) and says so.
 pub async fn close(places: &Places, which: &Which, force: bool, forget: bool) -> Closing {
     let mut out = Closing::default();
     let mut editors = Editors::default();
-    let all = match records(places) {
-        Ok(all) => all,
+    let (all, invalid) = match judged(places) {
+        Ok(found) => found,
         Err(e) => {
             out.failed.push(e);
             return out;
         }
     };
-    let chosen: Vec<Record> = match which {
+    let chosen: Vec<(Record, Liveness)> = match which {
         Which::One(id) => {
-            let found: Vec<Record> = all.into_iter().filter(|r| &r.id == id).collect();
+            if let Some(bad) = invalid.iter().find(|b| &b.id() == id) {
+                out.failed.push(Fatal::new(Code::Local, bad.message()));
+                return out;
+            }
+            let found: Vec<(Record, Liveness)> =
+                all.into_iter().filter(|(r, _)| &r.id == id).collect();
             if found.is_empty() {
                 if record::was_closed(&places.state_dir, id) {
                     out.said.push(format!("session {id} is already closed"));
@@ -141,13 +197,29 @@ pub async fn close(places: &Places, which: &Which, force: bool, forget: bool) ->
             found
         }
         Which::All { group } => {
-            let (mine, others): (Vec<Record>, Vec<Record>) = all
+            for bad in &invalid {
+                out.failed.push(Fatal::new(Code::Local, bad.message()));
+            }
+            let (elsewhere, all): (Vec<_>, Vec<_>) = all
                 .into_iter()
-                .partition(|r| group.is_none() || &r.group == group || !is_alive(r.pid));
+                .partition(|(_, l)| *l == Liveness::OtherNamespace);
+            for (r, _) in &elsewhere {
+                out.said.push(format!(
+                    "left alone session {} (pid {}): it was started in another PID namespace, so \
+                     czctl cannot tell from here whether it still runs; close it from there, or \
+                     ask it to close through its control socket: czctl session close {}",
+                    r.id, r.pid, r.id
+                ));
+            }
+            let (mine, others): (Vec<_>, Vec<_>) = all
+                .into_iter()
+                .partition(|(r, l)| group.is_none() || &r.group == group || l.is_stale());
             if !others.is_empty() {
                 let ids: Vec<String> = others
                     .iter()
-                    .map(|r| format!("{} ({})", r.id, r.group.as_deref().unwrap_or("no CI job")))
+                    .map(|(r, _)| {
+                        format!("{} ({})", r.id, r.group.as_deref().unwrap_or("no CI job"))
+                    })
                     .collect();
                 out.said.push(format!(
                     "left alone {} live session(s) of other jobs: {}; this job is {}",
@@ -159,36 +231,14 @@ pub async fn close(places: &Places, which: &Which, force: bool, forget: bool) ->
             mine
         }
     };
-    for record in chosen {
-        match close_one(places, &record, force, forget, &mut editors).await {
+    for (record, liveness) in chosen {
+        match close_one(places, &record, &liveness, force, forget, &mut editors).await {
             Ok(lines) => out.said.extend(lines),
             Err(e) => out.failed.push(e),
         }
     }
-    let has_stale = |text: &str| {
-        parse_blocks(text)
-            .iter()
-            .any(|b| b.terminated() && !is_alive(b.pid()))
-    };
-    if matches!(which, Which::All { .. }) && needs_edit(&places.hosts_file, has_stale) {
-        let cleanup = editors
-            .get(&places.hosts_file, &places.state_dir)
-            .and_then(|e| {
-                e.remove_stale()
-                    .map_err(|e| Fatal::new(Code::Local, e.to_string()))
-            });
-        match cleanup {
-            Ok(cleanup) => {
-                for block in cleanup.removed {
-                    out.said.push(format!(
-                        "removed a stale hosts block of session {} (pid {})",
-                        block.session(),
-                        block.pid()
-                    ));
-                }
-            }
-            Err(e) => out.failed.push(e),
-        }
+    if matches!(which, Which::All { .. }) {
+        sweep_hosts(places, &mut editors, &mut out);
     }
     if matches!(which, Which::All { .. }) && out.said.is_empty() && out.failed.is_empty() {
         out.said.push("no sessions to close".into());
@@ -196,33 +246,98 @@ pub async fn close(places: &Places, which: &Which, force: bool, forget: bool) ->
     out
 }
 
+/// Removes the stale czctl blocks of the swept hosts file, one by one: a block is stale when
+/// its owner is (see [`super::process::block_owner_alive`]), so the block of a session in
+/// another PID namespace stays.
+fn sweep_hosts(places: &Places, editors: &mut Editors, out: &mut Closing) {
+    let stale = |text: &str| -> Vec<(String, u32)> {
+        parse_blocks(text)
+            .iter()
+            .filter(|b| {
+                b.terminated()
+                    && !super::process::block_owner_alive(&places.state_dir, b.session(), b.pid())
+            })
+            .map(|b| (b.session().to_string(), b.pid()))
+            .collect()
+    };
+    let blocks = match std::fs::read(&places.hosts_file) {
+        Ok(bytes) => stale(&String::from_utf8_lossy(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            out.failed.push(Fatal::new(
+                Code::Local,
+                format!("cannot read {}: {e}", places.hosts_file.display()),
+            ));
+            return;
+        }
+    };
+    for (session, pid) in blocks {
+        let removed = BlockId::new(session.clone(), pid)
+            .map_err(|e| Fatal::new(Code::Local, e.to_string()))
+            .and_then(|block| {
+                editors
+                    .get(&places.hosts_file, &places.state_dir)?
+                    .remove(&block)
+                    .map_err(|e| Fatal::new(Code::Local, e.to_string()))
+            });
+        match removed {
+            Ok(_) => out.said.push(format!(
+                "removed a stale hosts block of session {session} (pid {pid})"
+            )),
+            Err(e) => out.failed.push(e),
+        }
+    }
+}
+
 /// Closes one session: stops its process, then undoes what it left (or, with `forget`, only
-/// its local traces).
+/// its local traces). Only a verified process is ever signalled.
 async fn close_one(
     places: &Places,
     record: &Record,
+    liveness: &Liveness,
     force: bool,
     forget: bool,
     editors: &mut Editors,
 ) -> Result<Vec<String>, Fatal> {
     let mut said = Vec::new();
-    if is_alive(record.pid) {
-        said.push(close_live(record).await);
-    }
-    if is_alive(record.pid) {
-        return Err(Fatal::new(
-            Code::Local,
-            format!(
-                "session {} (pid {}) did not stop; stop it yourself (kill {}) and close it again",
-                record.id, record.pid, record.pid
-            ),
-        ));
+    let path = Record::path(&places.state_dir, &record.id);
+    match liveness {
+        Liveness::Running => {
+            said.extend(stop(record).await?);
+        }
+        Liveness::Unverified { .. } | Liveness::OtherNamespace => {
+            if ask_to_close(record).await {
+                said.push(format!("session {} closed", record.id));
+            } else if forget && *liveness == Liveness::OtherNamespace {
+                remove_block(places, record, editors)?;
+                record.remove(&places.state_dir);
+                said.push(format!(
+                    "session {}: forgotten on this machine (it ran in another PID namespace and \
+                     its control socket did not answer): removed its record and hosts entries; \
+                     its addresses stay registered until the registry reclaims them",
+                    record.id
+                ));
+                return Ok(said);
+            } else {
+                return Err(cannot_verify(places, record, liveness));
+            }
+        }
+        Liveness::Gone | Liveness::Reused { .. } => {}
     }
     // A session that ended by itself keeps only the log of a failed start; this is its end.
     record::remove_log(&places.state_dir, &record.id);
-    if !Record::path(&places.state_dir, &record.id).exists() {
+    if !path.exists() {
         return Ok(said);
     }
+    // Whatever happened above, only a record whose process is over is cleaned up here.
+    let liveness = match record.liveness() {
+        Liveness::Running if *liveness == Liveness::Running => {
+            return Err(did_not_stop(record));
+        }
+        now if now.is_stale() => now,
+        _ => return Ok(said),
+    };
+    let why = liveness.describe(record.pid);
     if let Some(ic) = &record.intercept {
         if forget {
             record.remove(&places.state_dir);
@@ -255,12 +370,50 @@ async fn close_one(
         said.push(cleaned);
         return Ok(said);
     }
-    clean_stale(places, record, editors)?;
+    clean_stale(places, record, &liveness, editors)?;
     said.push(format!(
-        "session {} was stale (pid {} gone): removed its hosts entries and addresses",
-        record.id, record.pid
+        "session {} was stale ({why}): removed its hosts entries and addresses",
+        record.id
     ));
     Ok(said)
+}
+
+fn did_not_stop(record: &Record) -> Fatal {
+    Fatal::new(
+        Code::Local,
+        format!(
+            "session {} (pid {}) did not stop; stop it yourself (kill {}) and close it again",
+            record.id, record.pid, record.pid
+        ),
+    )
+}
+
+/// Why a session whose process cannot be verified was not closed, and what to do.
+fn cannot_verify(places: &Places, record: &Record, liveness: &Liveness) -> Fatal {
+    let file = Record::path(&places.state_dir, &record.id);
+    let fix = match liveness {
+        Liveness::OtherNamespace => format!(
+            "Close it from inside that namespace; if it has ended, discard it: czctl session \
+             close {} --forget",
+            record.id
+        ),
+        _ => format!(
+            "If pid {pid} is this czctl session, stop it yourself (kill {pid}) and close it again; \
+             if it is not, the session is over: remove its record (rm {}) and run czctl session \
+             close --all",
+            file.display(),
+            pid = record.pid
+        ),
+    };
+    Fatal::new(
+        Code::Local,
+        format!(
+            "session {}: its control socket does not answer and {}; czctl does not signal a \
+             process it cannot verify. {fix}",
+            record.id,
+            liveness.describe(record.pid)
+        ),
+    )
 }
 
 /// The hosts editors one `session close` uses, one per file, opened (and so elevated) only
@@ -289,45 +442,80 @@ fn needs_edit(file: &Path, wanted: impl Fn(&str) -> bool) -> bool {
 }
 
 /// Asks a live session to close and waits for its process to end (SIGTERM, then SIGKILL, as
-/// fallbacks); the session cleans up after itself.
+/// fallbacks, only to the verified process); the session cleans up after itself.
 pub async fn close_live(record: &Record) -> String {
+    match record.liveness() {
+        Liveness::Running => match stop(record).await {
+            Ok(said) => said.unwrap_or_else(|| format!("session {} had ended", record.id)),
+            Err(e) => e.message,
+        },
+        Liveness::Unverified { .. } | Liveness::OtherNamespace if ask_to_close(record).await => {
+            format!("session {} closed", record.id)
+        }
+        other => format!(
+            "session {} was not closed: {}",
+            record.id,
+            other.describe(record.pid)
+        ),
+    }
+}
+
+/// Stops a session whose process is verified: through its control socket, else SIGTERM, then
+/// SIGKILL, each sent only to that process; `None` when it had ended already.
+async fn stop(record: &Record) -> Result<Option<String>, Fatal> {
+    let process = match &record.identity {
+        Some(identity) => Verified::open(record.pid, identity).ok(),
+        None => None,
+    };
+    let Some(process) = process else {
+        // It ended meanwhile.
+        return Ok(None);
+    };
     let asked = matches!(
         control::request(&record.socket, Request::Close).await,
         Ok(Response::Closing)
     );
     if !asked {
-        signal(record.pid, libc::SIGTERM);
+        process.signal(libc::SIGTERM);
     }
-    if wait_gone(record.pid, Duration::from_secs(10)).await {
-        return format!("session {} closed", record.id);
+    if process.wait_gone(Duration::from_secs(10)).await {
+        return Ok(Some(format!("session {} closed", record.id)));
     }
-    signal(record.pid, libc::SIGKILL);
-    wait_gone(record.pid, Duration::from_secs(5)).await;
-    format!("session {} did not stop in time and was killed", record.id)
+    process.signal(libc::SIGKILL);
+    if process.wait_gone(Duration::from_secs(5)).await {
+        return Ok(Some(format!(
+            "session {} did not stop in time and was killed",
+            record.id
+        )));
+    }
+    Err(did_not_stop(record))
 }
 
-fn signal(pid: u32, signal: i32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        // SAFETY: kill(2) with a positive pid only signals that process.
-        unsafe {
-            libc::kill(pid, signal);
-        }
+/// Asks a session whose process cannot be verified to close through its control socket (it
+/// is in the sessions directory: whoever answers there is a czctl session of this user), and
+/// waits until its record is gone; whether it closed.
+async fn ask_to_close(record: &Record) -> bool {
+    let asked = matches!(
+        control::request(&record.socket, Request::Close).await,
+        Ok(Response::Closing)
+    );
+    if !asked {
+        return false;
     }
-}
-
-async fn wait_gone(pid: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+    // Its record and socket go when it has cleaned up (the record is next to the socket).
+    let file = record.socket.with_extension("json");
+    let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        if !is_alive(pid) {
+        if !file.exists() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    !is_alive(pid)
+    !file.exists()
 }
 
-/// Undoes what a dead session left: its hosts block, its addresses, its record.
-fn clean_stale(places: &Places, record: &Record, editors: &mut Editors) -> Result<(), Fatal> {
+/// Removes a session's hosts block (blocks are matched by session id).
+fn remove_block(places: &Places, record: &Record, editors: &mut Editors) -> Result<(), Fatal> {
     let local = |e: &dyn std::fmt::Display| {
         Fatal::new(Code::Local, format!("cleaning session {}: {e}", record.id))
     };
@@ -343,9 +531,28 @@ fn clean_stale(places: &Places, record: &Record, editors: &mut Editors) -> Resul
             .remove(&block)
             .map_err(|e| local(&e))?;
     }
-    Registry::new(places.registry_dir.clone())
-        .release_all_of(record.pid)
-        .map_err(|e| local(&e))?;
+    Ok(())
+}
+
+/// Undoes what a dead session left: its hosts block, its addresses, its record. The addresses
+/// are registered by pid: when the pid runs another process now, they are released only if
+/// that is no czctl (which may have registered addresses of its own under the same pid).
+fn clean_stale(
+    places: &Places,
+    record: &Record,
+    liveness: &Liveness,
+    editors: &mut Editors,
+) -> Result<(), Fatal> {
+    remove_block(places, record, editors)?;
+    let release = match liveness {
+        Liveness::Gone => true,
+        _ => super::process::runs_czctl(record.pid) == Some(false),
+    };
+    if release {
+        Registry::new(places.registry_dir.clone())
+            .release_all_of(record.pid)
+            .map_err(|e| Fatal::new(Code::Local, format!("cleaning session {}: {e}", record.id)))?;
+    }
     record.remove(&places.state_dir);
     record::remove_backup(&places.state_dir, &record.id);
     Ok(())

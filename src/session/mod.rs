@@ -4,14 +4,19 @@
 //! - [`record`]: the JSON record per session (0600), socket and log paths.
 //! - [`control`]: the control socket (Unix, 0600, peer uid checked): status and close.
 //! - [`status`]: what a session reports, and its table.
+//! - [`process`]: which process a record names, and whether it still runs (pid reuse, PID
+//!   namespaces), and signals that reach only it.
 //! - [`manage`]: `session list`, `status`, `session close` (live or stale, every one tried).
 //! - [`group`]: the CI job a session belongs to (job-scoped `close --all`, reuse).
 //! - [`claim`]: one teleport per namespace set: reuse a live one or claim under a lock.
+//! - [`guard`]: until a session handles signals itself, they (and a timeout) end its start.
 
 pub mod claim;
 pub mod control;
 pub mod group;
+pub mod guard;
 pub mod intercepts;
 pub mod manage;
+pub mod process;
 pub mod record;
 pub mod status;

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::process::{self, Identity, Liveness};
+
 /// What a session is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Record {
@@ -41,6 +43,11 @@ pub struct Record {
     /// For teleports: the cluster DNS domain the names use.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cluster_domain: String,
+    /// Which process `pid` is (start time, boot, PID namespace, executable), taken when the
+    /// record is written ([`Record::save`] fills it in); `None` in records of older czctl
+    /// versions, whose pid is then never signalled. See [`super::process`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
 }
 
 /// Where an intercept's route lives in the cluster, so any later run can close it.
@@ -74,6 +81,9 @@ pub enum RecordError {
         #[source]
         source: std::io::Error,
     },
+    /// The state directory is not a private directory of this user (see [`crate::paths`]).
+    #[error(transparent)]
+    Place(#[from] crate::paths::PathError),
 }
 
 /// The directory of session records under a state directory.
@@ -95,25 +105,72 @@ impl Record {
         dir(state_dir).join(format!("{id}.json"))
     }
 
-    /// Writes the record atomically, mode 0600.
+    /// Whether its process still runs; see [`process::judge`].
+    pub fn liveness(&self) -> Liveness {
+        process::judge(self.pid, self.identity.as_ref())
+    }
+
+    /// Why the record, read from `file` in `state_dir`, cannot be acted upon, if it cannot: its
+    /// id is not a session id or not its file's name, its pid names no process (0, or 1 in
+    /// our PID namespace: init), or its socket is not the session's socket in the sessions
+    /// directory (closing it would remove whatever file it names).
+    pub fn invalid(&self, file: &Path, state_dir: &Path) -> Option<String> {
+        if !valid_id(&self.id) {
+            return Some(format!(
+                "its id {:?} is not a session id (1-64 letters, digits or '-')",
+                self.id
+            ));
+        }
+        if file.file_name() != Some(std::ffi::OsStr::new(&format!("{}.json", self.id))) {
+            return Some(format!(
+                "its id {} is not its file name (it belongs in {}.json)",
+                self.id, self.id
+            ));
+        }
+        let elsewhere = self
+            .identity
+            .as_ref()
+            .is_some_and(|i| process::own_pid_namespace().is_some_and(|ns| ns != i.pid_namespace));
+        if self.pid == 0 || (self.pid == 1 && !elsewhere) || i32::try_from(self.pid).is_err() {
+            return Some(format!("its pid {} names no session process", self.pid));
+        }
+        let wanted = socket_path(state_dir, &self.id);
+        let same_dir = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        let in_place = self.socket == wanted
+            || (self.socket.file_name() == wanted.file_name()
+                && self.socket.is_absolute()
+                && !self
+                    .socket
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+                && same_dir(
+                    self.socket.parent().unwrap_or(Path::new("")),
+                    &dir(state_dir),
+                ));
+        if !in_place {
+            return Some(format!(
+                "its control socket {} is not {}",
+                self.socket.display(),
+                wanted.display()
+            ));
+        }
+        None
+    }
+
+    /// Writes the record atomically, mode 0600, with the identity of its process (taken now
+    /// unless the record has one).
     pub fn save(&self, state_dir: &Path) -> Result<(), RecordError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = dir(state_dir);
-        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-        let path = Self::path(state_dir, &self.id);
-        let tmp = path.with_extension("json.tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("write", &tmp))?;
+        crate::paths::ensure_sessions_dir(state_dir)?;
+        let mut record = self.clone();
+        if record.identity.is_none() {
+            record.identity = Identity::of(record.pid);
+        }
         // A struct of strings always serializes.
-        let text = serde_json::to_vec_pretty(self).expect("record serializes");
-        file.write_all(&text).map_err(io("write", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io("write", &path))
+        let text = serde_json::to_vec_pretty(&record).expect("record serializes");
+        replace_private(&Self::path(state_dir, &self.id), &text)
     }
 
     /// Removes the record and the session's socket, and remembers that the session was closed
@@ -121,8 +178,12 @@ impl Record {
     /// once the session had been ready; the log of a start that failed stays for the command
     /// waiting on it, which reads it out and removes it ([`remove_log`]).
     pub fn remove(&self, state_dir: &Path) {
+        if !valid_id(&self.id) {
+            return;
+        }
         let _ = std::fs::remove_file(Self::path(state_dir, &self.id));
-        let _ = std::fs::remove_file(&self.socket);
+        // The session's own socket, never the path the record names.
+        let _ = std::fs::remove_file(socket_path(state_dir, &self.id));
         if self.state == "ready" {
             remove_log(state_dir, &self.id);
         }
@@ -139,26 +200,32 @@ fn closed_path(state_dir: &Path) -> PathBuf {
 
 /// Remembers that session `id` was closed (the newest [`CLOSED_KEPT`] ids are kept).
 pub fn mark_closed(state_dir: &Path, id: &str) {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = closed_path(state_dir);
     let old = std::fs::read_to_string(&path).unwrap_or_default();
     let mut ids: Vec<&str> = old.lines().filter(|l| *l != id).collect();
     ids.push(id);
     let keep = &ids[ids.len().saturating_sub(CLOSED_KEPT)..];
+    // Best effort: without it, closing this id again says "no session" instead.
+    let _ = replace_private(&path, format!("{}\n", keep.join("\n")).as_bytes());
+}
+
+/// Replaces `path` atomically with `bytes`, mode 0600, never following a link planted where
+/// its temporary file goes.
+fn replace_private(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            use std::io::Write;
-            f.write_all(format!("{}\n", keep.join("\n")).as_bytes())
-        });
-    if written.is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
-    }
+    let mut file = crate::paths::open_nofollow(
+        &tmp,
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600),
+    )
+    .map_err(io("write", &tmp))?;
+    file.write_all(bytes).map_err(io("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("write", path))
 }
 
 /// Whether session `id` was closed (within the newest [`CLOSED_KEPT`]).
@@ -187,22 +254,96 @@ pub fn socket_path(state_dir: &Path, id: &str) -> PathBuf {
     dir(state_dir).join(format!("{id}.sock"))
 }
 
-/// Every record in the state directory, oldest first; unreadable files are skipped.
-pub fn list(state_dir: &Path) -> Result<Vec<Record>, RecordError> {
+/// Whether `id` can be a session id (and so a file name): 1-64 ASCII letters, digits or '-'.
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A record file that cannot be acted upon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    /// The file.
+    pub file: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+impl Invalid {
+    /// The session id its file name claims.
+    pub fn id(&self) -> String {
+        self.file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// What to say about it: the file, why, and how to remove it.
+    pub fn message(&self) -> String {
+        format!(
+            "ignored the invalid session record {}: {}; czctl never acts on it. If no czctl \
+             session of yours needs it, remove it: rm {}",
+            self.file.display(),
+            self.reason,
+            self.file.display()
+        )
+    }
+}
+
+/// Every record file in the state directory: the valid records, oldest first, and the invalid
+/// ones (unreadable, or see [`Record::invalid`]).
+pub fn scan(state_dir: &Path) -> Result<(Vec<Record>, Vec<Invalid>), RecordError> {
     let dir = dir(state_dir);
+    // A sessions directory that is a planted link or writable by others is never read.
+    if !crate::paths::check_private_dir(&dir)? {
+        return Ok(Default::default());
+    }
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
         Err(e) => return Err(io("read", &dir)(e)),
     };
-    let mut records: Vec<Record> = entries
+    let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .filter_map(|p| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
         .collect();
+    files.sort();
+    let mut records = Vec::new();
+    let mut invalid = Vec::new();
+    for file in files {
+        let read = match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice::<Record>(&bytes).map_err(|e| e.to_string()),
+            // Removed meanwhile: a session that just ended.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => Err(e.to_string()),
+        };
+        match read.map(|r| (r.invalid(&file, state_dir), r)) {
+            Ok((None, record)) => records.push(record),
+            Ok((Some(reason), _)) | Err(reason) => invalid.push(Invalid { file, reason }),
+        }
+    }
     records.sort_by(|a, b| (&a.started, &a.id).cmp(&(&b.started, &b.id)));
-    Ok(records)
+    Ok((records, invalid))
+}
+
+/// The valid records in the state directory, oldest first, without those whose pid now
+/// belongs to another process (their session is over); invalid files are skipped.
+pub fn list(state_dir: &Path) -> Result<Vec<Record>, RecordError> {
+    let (records, _) = scan(state_dir)?;
+    Ok(records
+        .into_iter()
+        .filter(|r| !matches!(r.liveness(), Liveness::Reused { .. }))
+        .collect())
+}
+
+/// Session `id`'s record, if there is a valid one.
+pub fn load(state_dir: &Path, id: &str) -> Option<Record> {
+    if !valid_id(id) {
+        return None;
+    }
+    let file = Record::path(state_dir, id);
+    let record: Record = serde_json::from_slice(&std::fs::read(&file).ok()?).ok()?;
+    record.invalid(&file, state_dir).is_none().then_some(record)
 }
 
 #[cfg(test)]
@@ -215,7 +356,7 @@ mod tests {
         let record = Record {
             id: "tp-abc".into(),
             kind: "teleport".into(),
-            pid: 42,
+            pid: std::process::id(),
             namespaces: vec!["demo".into()],
             context: "kubesim".into(),
             hosts_file: "/etc/hosts".into(),
@@ -225,6 +366,11 @@ mod tests {
             ..Record::default()
         };
         record.save(&state).unwrap();
+        // The identity of its process is written with it.
+        let record = Record {
+            identity: Identity::current(),
+            ..record
+        };
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(Record::path(&state, "tp-abc"))
             .unwrap()

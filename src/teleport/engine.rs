@@ -170,7 +170,10 @@ impl Engine {
             .filter(|ns| self.model.services_in(ns).is_empty())
             .map(|ns| Note {
                 service: format!("{ns}/*"),
-                note: format!("no Service matches the selector {selector}"),
+                note: format!(
+                    "no Service matches the selector {}",
+                    crate::exit::shown(selector)
+                ),
             })
             .collect()
     }
@@ -268,7 +271,8 @@ impl Engine {
             self.start(new)?;
         }
         for view in &views {
-            self.report.service(view);
+            let withheld = plan::withheld_note(&self.naming, view);
+            self.report.service(view, &withheld);
         }
         if hosts_dirty {
             self.write_hosts()?;

@@ -55,10 +55,22 @@ impl Launched {
 /// Starts (or reuses) the teleport.
 pub async fn launch(launch: Launch) -> Result<Launched, Fatal> {
     let options = &launch.options;
+    // A signal or a start with no answer ends this command at once; a background child that
+    // is still starting then notices it is gone and undoes what it did (detach::ParentWatch).
+    // In the foreground, the run takes over with its own guard.
+    let what = format!("starting a teleport of {}", options.namespaces.join(", "));
+    let mut guard = Some(crate::session::guard::arm(
+        what.clone(),
+        launch.timeout,
+        || {},
+    )?);
     let connected = match client::connect(&options.client).await {
         Ok(connected) => connected,
         // In this process the run checks the hosts file first, then fails the same way.
-        Err(_) if launch.foreground => return run(launch.options).await.map(Launched::Ended),
+        Err(_) if launch.foreground => {
+            drop(guard);
+            return run(launch.options).await.map(Launched::Ended);
+        }
         Err(e) => {
             // The hosts file is checked before the kubeconfig, as in the foreground.
             HostsEditor::open(&options.hosts_file, &options.state_dir, None)
@@ -97,10 +109,14 @@ pub async fn launch(launch: Launch) -> Result<Launched, Fatal> {
         drop(lock);
         let mut options = launch.options;
         options.session = Some(id.clone());
+        drop(guard);
         let result = run(options).await;
         claim::release(&state_dir, &id, pid);
         return result.map(Launched::Ended);
     }
+    // From here the child's start is bounded by detach::start; the guard only backs it up.
+    let _guard = crate::session::guard::arm(what, launch.timeout + Duration::from_secs(60), || {})?;
+    drop(guard.take());
     let background = Background {
         session: id.clone(),
         state_dir: state_dir.clone(),

@@ -74,6 +74,8 @@ pub struct TeleportOptions {
     pub detached: bool,
     /// Run this command once ready; the session ends when it exits.
     pub command: Option<command::CommandSpec>,
+    /// How long connecting and the first checks may take before the start gives up.
+    pub timeout: Duration,
     /// Called once when ready with the address of every Service (`namespace/name`); what it
     /// returns replaces `command` (a workload export writes its file here, with the loopback
     /// addresses in its Service links).
@@ -124,6 +126,21 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
     let preference = Preference::from_env().map_err(|e| Fatal::new(Code::Usage, e))?;
     let mut stop = Stop::install()?;
     raise_file_limit();
+    let session = options.session.clone().unwrap_or_else(session_id);
+    // Until the hosts file is touched, a signal or a cluster that does not answer ends the
+    // start at once (kube runs exec credential plugins synchronously: only a task of its own
+    // can still act).
+    let guard = {
+        let (state_dir, id) = (options.state_dir.clone(), session.clone());
+        crate::session::guard::arm(
+            format!(
+                "connecting to the cluster for a teleport of {}",
+                options.namespaces.join(", ")
+            ),
+            options.timeout,
+            move || crate::session::claim::release(&state_dir, &id, std::process::id()),
+        )?
+    };
     let hosts = open_hosts(&options)?;
     let connected = client::connect(&options.client)
         .await
@@ -133,7 +150,7 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
         check_namespace(&connected.client, &connected.server, ns).await?;
     }
     phase("namespaces checked");
-    let session = options.session.clone().unwrap_or_else(session_id);
+    drop(guard);
     let block = BlockId::new(session.clone(), std::process::id())
         .map_err(|e| Fatal::new(Code::Usage, e.to_string()))?;
     prepare_hosts(&hosts, &block, &options)?;
@@ -383,29 +400,9 @@ fn print_table(engine: &mut Engine, services: &BTreeSet<ObjectKey>, to_stderr: b
     report::table(rows, to_stderr);
 }
 
-/// Whether a process runs (signal 0 probes without sending anything).
-pub fn is_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid, 0) };
-    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    // A zombie has ended; it only waits for its parent (for a detached session, whatever
-    // adopted it) to reap it.
-    exists && !is_zombie(pid)
-}
-
-/// Whether `/proc` says the process has exited but is not reaped yet (Linux; elsewhere false).
-fn is_zombie(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // `PID (COMM) STATE ...`; COMM may contain spaces and parentheses, so read after the last ')'.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .is_some_and(|state| state == "Z")
-}
+/// Whether a process runs: see [`crate::session::process::is_alive`] (pid only; session
+/// records are judged with [`crate::session::process::judge`]).
+pub use crate::session::process::is_alive;
 
 /// The current time as RFC 3339 UTC, second precision.
 pub(crate) fn now_rfc3339() -> String {

@@ -1,6 +1,14 @@
 //! What should be forwarded: from the model's Service views to the set of addresses, names,
 //! ports and backends the laptop should have. Pure code: the engine diffs this against what
 //! it runs.
+//!
+//! Bare names (a Service of the first namespace by its name alone, `svc` or `host.svc`) are
+//! chosen by whoever may create Services there, and a bare name in the hosts file wins over
+//! DNS for the whole machine. Names this machine or its network already use are never added
+//! bare ([`reserved`]): `localhost` and `*.localhost`, `localhost.localdomain`, the Debian
+//! `ip6-*` names, `broadcasthost`, `wpad` and `isatap` (proxy and tunnel auto-discovery),
+//! `local` and `*.local` (mDNS), and this machine's own host name. Their qualified names
+//! (`svc.NS`, ...) are kept; [`withheld`] says which bare names were left out, for the notes.
 
 use std::collections::BTreeMap;
 
@@ -44,16 +52,13 @@ impl Naming {
         }
     }
 
-    /// `svc.ns`, `svc.ns.svc`, `svc.ns.svc.DOMAIN`, plus `svc` in the first namespace; with a
-    /// pod host, the same under `host.svc`.
+    /// `svc.ns`, `svc.ns.svc`, `svc.ns.svc.DOMAIN`, plus `svc` in the first namespace unless
+    /// it is [`reserved`]; with a pod host, the same under `host.svc`.
     pub fn names(&self, service: &ObjectKey, pod_host: Option<&str>) -> Vec<String> {
-        let base = match pod_host {
-            Some(host) => format!("{host}.{}", service.name),
-            None => service.name.clone(),
-        };
+        let base = base_name(service, pod_host);
         let ns = &service.namespace;
         let mut names = Vec::with_capacity(4);
-        if *ns == self.first_namespace {
+        if *ns == self.first_namespace && !reserved(&base) {
             names.push(base.clone());
         }
         names.push(format!("{base}.{ns}"));
@@ -61,6 +66,98 @@ impl Naming {
         names.push(format!("{base}.{ns}.svc.{}", self.cluster_domain));
         names
     }
+}
+
+/// `svc`, or `host.svc` for a pod of a headless Service.
+fn base_name(service: &ObjectKey, pod_host: Option<&str>) -> String {
+    match pod_host {
+        Some(host) => format!("{host}.{}", service.name),
+        None => service.name.clone(),
+    }
+}
+
+/// Single names every machine or network already means something by (`/etc/hosts` defaults
+/// of Debian and macOS, proxy and tunnel auto-discovery).
+const RESERVED: [&str; 14] = [
+    "localhost",
+    "localhost.localdomain",
+    "localdomain",
+    "local",
+    "broadcasthost",
+    "ip6-localhost",
+    "ip6-loopback",
+    "ip6-localnet",
+    "ip6-mcastprefix",
+    "ip6-allnodes",
+    "ip6-allrouters",
+    "ip6-allhosts",
+    "wpad",
+    "isatap",
+];
+
+/// Whether `name` must not be added as a bare name: one of [`RESERVED`], under `localhost`
+/// (RFC 6761), `local` (mDNS) or `localdomain`, or this machine's host name (whole or its
+/// first label). Compared ignoring case, as resolvers do.
+pub fn reserved(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    RESERVED.contains(&name.as_str())
+        || [".localhost", ".local", ".localdomain"]
+            .iter()
+            .any(|suffix| name.ends_with(suffix))
+        || machine_names().contains(&name)
+}
+
+/// This machine's host name and its first label, lower-cased (read once).
+fn machine_names() -> &'static [String] {
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most `len` bytes into the buffer we own.
+        let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        let host = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let mut names = Vec::new();
+        if ok && !host.is_empty() {
+            if let Some((first, _)) = host.split_once('.') {
+                names.push(first.to_string());
+            }
+            names.push(host);
+        }
+        names
+    })
+}
+
+/// The bare names of a Service (and of its pods) that [`Naming::names`] leaves out because
+/// they are [`reserved`]; empty outside the first namespace.
+pub fn withheld(naming: &Naming, view: &ServiceView) -> Vec<String> {
+    if view.key.namespace != naming.first_namespace || view.not_forwarded.is_some() {
+        return Vec::new();
+    }
+    let pods = view
+        .backends
+        .iter()
+        .filter(|_| view.headless)
+        .filter_map(|b| b.hostname.as_deref());
+    std::iter::once(None)
+        .chain(pods.map(Some))
+        .map(|host| base_name(&view.key, host))
+        .filter(|name| reserved(name))
+        .collect()
+}
+
+/// The note for [`withheld`] names ("" when there are none).
+pub fn withheld_note(naming: &Naming, view: &ServiceView) -> String {
+    let names = withheld(naming, view);
+    if names.is_empty() {
+        return String::new();
+    }
+    format!(
+        "bare name {} not added to the hosts file: this machine already uses it (reserved); \
+         use {}.{} instead",
+        names.join(","),
+        names[0],
+        view.key.namespace
+    )
 }
 
 /// Everything one Service should become, keyed by allocation key.
@@ -159,6 +256,78 @@ mod tests {
             n.names(&ObjectKey::new("demo", "cache"), Some("cache-0"))[1],
             "cache-0.cache.demo"
         );
+    }
+
+    #[test]
+    fn reserved_bare_names_are_left_out_and_said() {
+        let n = naming();
+        for name in [
+            "localhost",
+            "wpad",
+            "isatap",
+            "broadcasthost",
+            "ip6-localhost",
+            "ip6-loopback",
+            "local",
+            "localdomain",
+        ] {
+            let names = n.names(&ObjectKey::new("demo", name), None);
+            assert_eq!(
+                names,
+                [
+                    format!("{name}.demo"),
+                    format!("{name}.demo.svc"),
+                    format!("{name}.demo.svc.cluster.local")
+                ],
+                "{name}"
+            );
+        }
+        // Per-pod bare names: `localhost.localdomain`, `x.localhost`, `x.local`.
+        for (host, svc) in [
+            ("localhost", "localdomain"),
+            ("x", "localhost"),
+            ("x", "local"),
+        ] {
+            let names = n.names(&ObjectKey::new("demo", svc), Some(host));
+            assert_eq!(names[0], format!("{host}.{svc}.demo"), "{names:?}");
+        }
+        // Case does not matter to resolvers.
+        assert!(reserved("WPAD") && reserved("LocalHost.") && !reserved("web"));
+        // This machine's own name.
+        let own = machine_names();
+        assert!(!own.is_empty(), "gethostname gave a name");
+        for name in own {
+            assert!(reserved(name), "{name}");
+        }
+        // Other namespaces never had bare names; ordinary names keep theirs.
+        assert_eq!(
+            n.names(&ObjectKey::new("other", "wpad"), None)[0],
+            "wpad.other"
+        );
+        assert_eq!(n.names(&ObjectKey::new("demo", "web"), None)[0], "web");
+
+        let mut wpad = view("demo", true);
+        wpad.key = ObjectKey::new("demo", "wpad");
+        wpad.backends[0].hostname = Some("x".into());
+        assert_eq!(withheld(&n, &wpad), ["wpad"]);
+        let note = withheld_note(&n, &wpad);
+        assert!(
+            note.contains("bare name wpad not added") && note.contains("wpad.demo"),
+            "{note}"
+        );
+        let mut local = view("demo", true);
+        local.key = ObjectKey::new("demo", "localdomain");
+        local.backends[0].hostname = Some("localhost".into());
+        assert_eq!(
+            withheld(&n, &local),
+            ["localdomain", "localhost.localdomain"]
+        );
+        assert!(withheld(&n, &view("demo", true)).is_empty());
+        assert!(withheld_note(&n, &view("other", false)).is_empty());
+        let plan = desired(&n, &wpad);
+        assert_eq!(plan["kind/demo/wpad"].names[0], "wpad.demo");
+        // `x.wpad` is no name anyone else uses: kept.
+        assert_eq!(plan["kind/demo/wpad/x"].names[0], "x.wpad");
     }
 
     #[test]

@@ -86,11 +86,15 @@ impl Report {
     }
 
     /// Notes what is not forwarded about a Service, printing it when it changes.
-    pub fn service(&mut self, view: &ServiceView) {
+    /// `withheld` says which bare names were kept out of the hosts file (or is empty).
+    pub fn service(&mut self, view: &ServiceView, withheld: &str) {
         let mut parts: Vec<String> = Vec::new();
         let base = note(view);
         if !base.is_empty() {
             parts.push(base);
+        }
+        if !withheld.is_empty() {
+            parts.push(withheld.to_string());
         }
         if let Some(ports) = self.denied.get(&view.key).filter(|p| !p.is_empty()) {
             parts.push(denied_note(ports));

@@ -138,15 +138,35 @@ pub(super) fn watch_failure(
 ) -> Fatal {
     use kube::runtime::watcher::Error as W;
     let selector = match (kind, labels) {
-        (Kind::Services, Some(labels)) => format!(" with selector {labels:?}"),
+        (Kind::Services, Some(labels)) => format!(" with selector {}", exit::shown(labels)),
         _ => String::new(),
     };
+    let namespace = exit::shown(namespace);
     let context = format!(
         "cannot list {} in namespace {namespace}{selector}",
         kind.plural()
     );
     match error {
-        W::InitialListFailed(e) | W::WatchStartFailed(e) => exit::from_kube(&context, e),
+        W::InitialListFailed(e) | W::WatchStartFailed(e) => {
+            match labels {
+                // The selector goes into the URL of every list and watch: too long for one.
+                Some(labels) if exit::too_long(e) => Fatal::new(
+                    Code::Usage,
+                    format!(
+                    "the selector given with -l is too long ({} characters): {}\nShorten it: a \
+                     selector names labels, each key and value at most 63 characters.",
+                    labels.chars().count(),
+                    match e {
+                        kube::Error::Api(_) => "the API server refused the request URL that \
+                                                carries it (414 URI Too Long)",
+                        _ => "the request URL that carries it would pass the 64 KiB limit of \
+                              URLs",
+                    }
+                ),
+                ),
+                _ => exit::from_kube(&context, e),
+            }
+        }
         other => Fatal::new(Code::Config, format!("{context}: {other}")),
     }
 }
@@ -161,12 +181,18 @@ pub(super) async fn check_namespace(
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Err(Fatal::new(
             Code::NotFound,
-            format!("namespace {namespace:?} not found; list them with: kubectl get namespaces"),
+            format!(
+                "namespace {} not found; list them with: kubectl get namespaces",
+                exit::shown(namespace)
+            ),
         )),
         // Namespace-scoped users (capsule tenants) may not read namespaces: go on.
         Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
         Err(e) => Err(exit::from_kube(
-            &format!("cannot check namespace {namespace} at {server}"),
+            &format!(
+                "cannot check namespace {} at {server}",
+                exit::shown(namespace)
+            ),
             &e,
         )),
     }

@@ -385,3 +385,226 @@ pub fn kubesim_tenant(fixtures: &[&str], namespace: &str) -> Restricted {
     let kubeconfig = token_kubeconfig(&sim, namespace, "tenant");
     Restricted { sim, kubeconfig }
 }
+
+/// A scratch directory for a test that needs no cluster: `state` is its czctl state directory.
+/// Removed when dropped.
+pub struct Scratch {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The state directory inside it (`CZCTL_STATE_DIR`).
+    pub state: PathBuf,
+}
+
+impl Scratch {
+    /// A fresh scratch directory named after the test.
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("czctl-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("state").join("sessions")).unwrap();
+        Scratch {
+            state: dir.join("state"),
+            dir,
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes `record` as the session record file `sessions/FILE_ID.json` of `state`, as a czctl
+/// that crashed would have left it.
+pub fn write_record(state: &Path, file_id: &str, record: &serde_json::Value) -> PathBuf {
+    let dir = state.join("sessions");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{file_id}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(record).unwrap()).unwrap();
+    path
+}
+
+/// A teleport session record (in the format czctl writes) for session `id` with `pid`.
+pub fn teleport_record(state: &Path, id: &str, pid: u32, hosts: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "kind": "teleport",
+        "pid": pid,
+        "namespaces": ["demo"],
+        "context": "kubesim",
+        "hosts_file": hosts,
+        "socket": state.join("sessions").join(format!("{id}.sock")),
+        "started": "2026-11-23T09:00:00Z",
+        "state": "ready",
+    })
+}
+
+/// What czctl records as the identity of process `pid` (its start time, boot id, PID
+/// namespace and executable), read from /proc.
+pub fn proc_identity(pid: u32) -> serde_json::Value {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start: u64 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    serde_json::json!({
+        "start_time": start,
+        "boot_id": boot.trim(),
+        "pid_namespace": ns,
+        "exe": exe,
+    })
+}
+
+/// Runs the czctl binary with `args` and `CZCTL_STATE_DIR=state` in a session (and process
+/// group) of its own, so that nothing it signals by mistake can reach the tests.
+pub fn czctl_run(state: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new("setsid");
+    cmd.arg("--wait")
+        .arg(env!("CARGO_BIN_EXE_czctl"))
+        .args(args)
+        .env("CZCTL_STATE_DIR", state)
+        .env("CZCTL_REGISTRY_DIR", state.join("registry"));
+    // Outside any CI job, `close --all` closes every session.
+    for var in [
+        "CZCTL_SESSION_GROUP",
+        "GITHUB_ACTIONS",
+        "GITLAB_CI",
+        "BUILDKITE_JOB_ID",
+        "CIRCLECI",
+        "TF_BUILD",
+        "JENKINS_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null()).output().expect("run czctl")
+}
+
+/// stdout and stderr of `out`, for assertions and messages.
+pub fn both(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Whether process `pid` runs (and is not a zombie).
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_string())
+        })
+        .is_some_and(|state| !state.starts_with('Z'))
+}
+
+// ------------------------------------------------------------------ files czctl may write
+
+/// A pid no process has (above Linux's largest pid_max, 2^22).
+pub const DEAD_PID: u32 = 0x7fff_fff0;
+
+/// A fresh scratch directory under /tmp, mode 0755 (traversable by other users).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("czctl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The czctl binary: this build's, or `CZCTL_TEST_BIN` (to run the file tests against another
+/// build, e.g. to see them fail on an older czctl).
+pub fn czctl_bin() -> PathBuf {
+    std::env::var_os("CZCTL_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_czctl")))
+}
+
+/// `czctl deployment teleport echo -n demo --env-only -f FILE --kubeconfig K EXTRA...`, run as
+/// this (root) user without sudo's variables unless `envs` sets them.
+pub fn export_env_only(
+    kubeconfig: &Path,
+    file: &Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Output {
+    let mut cmd = Command::new(czctl_bin());
+    cmd.args([
+        "deployment",
+        "teleport",
+        "echo",
+        "-n",
+        "demo",
+        "--env-only",
+        "-f",
+    ])
+    .arg(file)
+    .arg("--kubeconfig")
+    .arg(kubeconfig)
+    .args(extra)
+    .env_remove("SUDO_UID")
+    .env_remove("SUDO_GID")
+    .env_remove("SUDO_USER");
+    for (key, value) in envs {
+        cmd.env(key, value);
+    }
+    cmd.output().expect("run czctl")
+}
+
+/// Writes the record of a stale teleport session `id` (its pid runs nothing) into `state`, for
+/// a hosts file without its block: `czctl session close ID` then only releases its addresses
+/// in the registry (so it creates the registry's files) and removes the record.
+pub fn stale_session(state: &Path, hosts: &Path, id: &str) {
+    use czctl::session::record::{self, Record};
+    let record = Record {
+        id: id.into(),
+        kind: "teleport".into(),
+        pid: DEAD_PID,
+        namespaces: vec!["demo".into()],
+        context: "kubesim".into(),
+        hosts_file: hosts.to_path_buf(),
+        socket: record::socket_path(state, id),
+        started: "2026-01-01T00:00:00Z".into(),
+        state: "ready".into(),
+        ..Record::default()
+    };
+    record.save(state).expect("write a stale session record");
+}
+
+/// Gives `path` and everything under it to `uid`:`uid`.
+pub fn chown_all(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+    if std::fs::symlink_metadata(path).unwrap().is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            chown_all(&entry.unwrap().path(), uid);
+        }
+    }
+}
+
+/// `setpriv` that runs what follows as nobody (uid and gid 65534, no groups); panics when
+/// setpriv (util-linux) is missing, so a test that needs it cannot pass without it.
+pub fn as_nobody() -> Command {
+    let found = Command::new("setpriv")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "setpriv (util-linux) is needed to run czctl as another user"
+    );
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    cmd
+}

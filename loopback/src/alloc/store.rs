@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Name of the lock file, exclusively locked for every change of the registry.
@@ -27,40 +28,24 @@ pub(super) struct Record {
     pub(super) key: String,
 }
 
-/// Creates `dir` if needed; a directory created here is made writable by every user (0o777).
-pub(super) fn ensure_dir(dir: &Path) -> io::Result<()> {
-    if let Some(parent) = dir.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    match fs::create_dir(dir) {
-        Ok(()) => set_mode(&nofollow(OpenOptions::new().read(true)).open(dir)?, 0o777),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(e),
-    }
-}
+/// The mode of a registry directory czctl creates: only its owner may enter it.
+pub(super) const DIR_MODE: u32 = 0o700;
+/// The mode of the files czctl creates in it.
+const FILE_MODE: u32 = 0o600;
 
-/// Opens (creating it if needed) the lock file of `dir`.
+/// Opens (creating it if needed, mode 0600) the lock file of `dir`, never through a link.
 pub(super) fn open_lock(dir: &Path) -> io::Result<File> {
-    let path = dir.join(LOCK_FILE);
-    match nofollow(OpenOptions::new().write(true).create_new(true)).open(&path) {
-        Ok(file) => set_mode(&file, 0o666).map(|()| file),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            nofollow(OpenOptions::new().write(true)).open(&path)
-        }
-        Err(e) => Err(e),
-    }
+    crate::dirs::open_or_create(&dir.join(LOCK_FILE), FILE_MODE)
 }
 
 /// Reads the registry of `dir`; a missing file is an empty registry.
 pub(super) fn load(dir: &Path) -> io::Result<Vec<Record>> {
-    let read = |path| -> io::Result<Vec<u8>> {
+    let read = |path: &Path| -> io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
-        nofollow(OpenOptions::new().read(true))
-            .open(path)?
-            .read_to_end(&mut bytes)?;
+        crate::dirs::open_nofollow(path, OpenOptions::new().read(true))?.read_to_end(&mut bytes)?;
         Ok(bytes)
     };
-    let text = match read(dir.join(REGISTRY_FILE)) {
+    let text = match read(&dir.join(REGISTRY_FILE)) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -91,11 +76,14 @@ pub(super) fn save(dir: &Path, records: &[Record]) -> io::Result<()> {
         Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp)?;
-    set_mode(&file, 0o666)?;
+    let mut file = crate::dirs::open_nofollow(
+        &temp,
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE),
+    )?;
+    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
     file.write_all(text.as_bytes())?;
     drop(file);
     fs::rename(&temp, dir.join(REGISTRY_FILE))
@@ -138,25 +126,4 @@ pub(super) fn pid_alive(pid: u32) -> bool {
 #[cfg(not(unix))]
 pub(super) fn pid_alive(pid: u32) -> bool {
     pid != 0
-}
-
-/// Makes `options` refuse to follow a symlink, so that a root run cannot be tricked into
-/// opening another file through the shared, world-writable directory.
-fn nofollow(options: &mut OpenOptions) -> &mut OpenOptions {
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NOFOLLOW);
-    options
-}
-
-/// Sets the permission bits of a file this process just created (the umask would narrow them),
-/// through its descriptor so that the name cannot be swapped in between.
-#[cfg(unix)]
-fn set_mode(file: &File, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn set_mode(_file: &File, _mode: u32) -> io::Result<()> {
-    Ok(())
 }

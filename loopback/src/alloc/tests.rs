@@ -295,7 +295,7 @@ fn missing_or_corrupt_registry_is_tolerated() {
 }
 
 #[test]
-fn invalid_keys_are_rejected_and_files_are_shared() {
+fn invalid_keys_are_rejected_and_files_are_private() {
     let reg = registry("invalid");
     for key in ["", "ctx/ns/a\nb", "tab\tkey"] {
         let err = reg.allocate(&[key.to_string()], all_free).unwrap_err();
@@ -316,8 +316,137 @@ fn invalid_keys_are_rejected_and_files_are_shared() {
             let meta = std::fs::metadata(reg.dir().join(name)).unwrap();
             meta.permissions().mode() & 0o7777
         };
-        assert_eq!(mode(""), 0o777);
-        assert_eq!(mode(store::LOCK_FILE), 0o666);
-        assert_eq!(mode(store::REGISTRY_FILE), 0o666);
+        assert_eq!(mode(""), 0o700);
+        assert_eq!(mode(store::LOCK_FILE), 0o600);
+        assert_eq!(mode(store::REGISTRY_FILE), 0o600);
     }
+}
+
+#[test]
+fn files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let reg = registry("umask");
+    // SAFETY: umask(2) only changes this process's creation mask; a clear one can only widen
+    // what other tests create for a moment, which their exact modes undo.
+    let old = unsafe { libc::umask(0) };
+    let got = reg.allocate(&keys("ctx/umask", 1), all_free);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    got.unwrap();
+    let mode = |name: &str| {
+        std::fs::metadata(reg.dir().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode(""), 0o700);
+    assert_eq!(mode(store::LOCK_FILE), 0o600);
+    assert_eq!(mode(store::REGISTRY_FILE), 0o600);
+}
+
+#[test]
+fn a_linked_foreign_or_shared_directory_is_refused_and_nothing_is_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let reg = registry("planted");
+    let target = std::env::temp_dir().join(format!("loopback-alloc-victim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&target);
+    std::fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&target, reg.dir()).unwrap();
+    let err = reg.allocate(&keys("ctx/planted", 1), all_free).unwrap_err();
+    assert!(matches!(err, AllocError::Unsafe(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&reg.dir().display().to_string()), "{text}");
+    assert!(text.contains("symbolic link"), "{text}");
+    assert!(matches!(reg.release_all_of(1), Err(AllocError::Unsafe(_))));
+    assert!(matches!(reg.entries(), Err(AllocError::Unsafe(_))));
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+    std::fs::remove_file(reg.dir()).unwrap();
+
+    // The old shared layout (a 0777 directory) is refused, not used.
+    std::fs::create_dir(reg.dir()).unwrap();
+    std::fs::set_permissions(reg.dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = reg.allocate(&keys("ctx/planted", 1), all_free).unwrap_err();
+    assert!(err.to_string().contains("mode 0777"), "{err}");
+    assert_eq!(std::fs::read_dir(reg.dir()).unwrap().count(), 0);
+    std::fs::remove_dir_all(reg.dir()).unwrap();
+
+    // Another user's directory, however private.
+    let mut foreign = Registry::new(reg.dir());
+    foreign.trusted = vec![u32::MAX - 1];
+    std::fs::create_dir(reg.dir()).unwrap();
+    let err = foreign
+        .allocate(&keys("ctx/planted", 1), all_free)
+        .unwrap_err();
+    assert!(err.to_string().contains("belongs to"), "{err}");
+    let _ = std::fs::remove_dir_all(reg.dir());
+    let _ = std::fs::remove_dir_all(&target);
+}
+
+#[test]
+fn a_planted_lock_or_registry_link_is_not_followed() {
+    let reg = registry("links");
+    std::fs::create_dir_all(reg.dir()).unwrap();
+    let victim = reg.dir().with_extension("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, reg.dir().join(store::LOCK_FILE)).unwrap();
+    let err = reg.allocate(&keys("ctx/links", 1), all_free).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    std::fs::remove_file(reg.dir().join(store::LOCK_FILE)).unwrap();
+    std::os::unix::fs::symlink(&victim, reg.dir().join(store::REGISTRY_FILE)).unwrap();
+    assert!(reg.entries().is_err(), "a linked registry is not read");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let _ = std::fs::remove_file(&victim);
+}
+
+#[test]
+fn the_default_directory_is_per_user_and_ignores_empty_variables() {
+    use std::ffi::OsString;
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    };
+    assert_eq!(
+        default_dir_for(
+            0,
+            env(&[("TMPDIR", "/scratch"), ("XDG_RUNTIME_DIR", "/run/user/0")])
+        ),
+        Path::new("/run/czctl-loopback"),
+        "root never uses a temporary or another user's directory"
+    );
+    assert_eq!(
+        default_dir_for(1234, env(&[("TMPDIR", "/scratch")])),
+        Path::new("/scratch/czctl-loopback-1234")
+    );
+    assert_eq!(
+        default_dir_for(1234, env(&[("TMPDIR", ""), ("XDG_RUNTIME_DIR", "")])),
+        Path::new("/tmp/czctl-loopback-1234")
+    );
+    assert_eq!(
+        default_dir_for(1234, env(&[("TMPDIR", "relative")])),
+        Path::new("/tmp/czctl-loopback-1234")
+    );
+    // A runtime directory that is not this user's is passed over.
+    assert_eq!(
+        default_dir_for(1234, env(&[("XDG_RUNTIME_DIR", "/")])),
+        Path::new("/tmp/czctl-loopback-1234")
+    );
+    let mine = std::env::temp_dir().join(format!("loopback-runtime-{}", std::process::id()));
+    std::fs::create_dir_all(&mine).unwrap();
+    let leaked: &'static str = Box::leak(mine.to_str().unwrap().to_string().into_boxed_str());
+    let pairs: &'static [(&'static str, &'static str)] =
+        Box::leak(vec![("XDG_RUNTIME_DIR", leaked)].into_boxed_slice());
+    assert_eq!(
+        default_dir_for(crate::dirs::euid().max(1), env(pairs)),
+        if crate::dirs::euid() == 0 {
+            Path::new("/tmp/czctl-loopback-1").to_path_buf()
+        } else {
+            mine.join("czctl-loopback")
+        }
+    );
+    let _ = std::fs::remove_dir_all(&mine);
 }

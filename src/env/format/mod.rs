@@ -42,10 +42,13 @@
 //! NUL cannot be in an environment variable, so only `json` and `yaml` carry it (as text for a
 //! program that reads the file); a value that has NUL and is not UTF-8 fits no format.
 //!
-//! The output is written with [`write_private`]: mode 0600, atomically (a temporary file beside
-//! the target, then a rename).
+//! A file (`-f FILE`) is written with [`write_file`]: mode 0600, atomically (a temporary file
+//! beside the target, then a rename), with czctl's mark ([`MARK`]) as its first line where the
+//! format has comments, and never over a file that is not czctl's own unless `--overwrite`
+//! says so; see [`file`] for the rules.
 
 mod env;
+pub mod file;
 mod json;
 mod sh;
 #[cfg(test)]
@@ -55,18 +58,18 @@ mod yaml;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::exit::{Code, Fatal};
 
-/// A file syntax for the exported variables, with the readers it is written for.
+pub use file::{check as check_file, mark_line, write_file, WriteError, Written, MARK};
 pub use sh::sh_special_names;
 
+/// A file syntax for the exported variables, with the readers it is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
 pub enum Format {
     /// `KEY='value'` lines read alike by python-dotenv and the dotenvy crate.
@@ -260,12 +263,13 @@ pub(super) fn unicode<'a>(value: &'a [u8], why: &'static str) -> Result<&'a str,
 
 // ------------------------------------------------------------------------------------ writing
 
-static TEMP_COUNTER: AtomicU32 = AtomicU32::new(0);
-
 /// Writes `contents` to `path` atomically with mode 0600: a new temporary file beside it
-/// (created 0600, so the contents are never readable by others, whatever the umask), synced,
-/// then renamed over `path`. A symlink at `path` is replaced, not followed. On failure the
-/// temporary file is removed and `path` is left as it was.
+/// (created 0600 without following links, so the contents are never readable by others,
+/// whatever the umask), synced, then renamed over `path`. A symlink at `path` is replaced, not
+/// followed. On failure the temporary file is removed and `path` is left as it was.
+///
+/// No ownership checks and no mark: what the product writes to a file the user names goes
+/// through [`write_file`].
 pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
@@ -277,26 +281,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let (temp, mut file) = loop {
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(
-            ".{}.{}.tmp",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let temp = dir.join(temp_name);
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-        {
-            Ok(file) => break (temp, file),
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(err),
-        }
-    };
+    let (temp, mut file) = file::create_temp(dir, name)?;
     let written = (|| {
         // The umask may have taken bits away; set exactly 0600.
         file.set_permissions(fs::Permissions::from_mode(0o600))?;

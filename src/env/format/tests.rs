@@ -189,3 +189,123 @@ fn write_private_is_0600_and_replaces() {
     assert!(write_private(Path::new("/"), b"x").is_err());
     fs::remove_dir_all(&dir).unwrap();
 }
+
+mod files {
+    use super::super::file::{mark_line, write_file, WriteError, Written, MARK};
+    use super::super::Format;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("czctl-file-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn write(path: &Path, format: Format, overwrite: bool) -> Result<Written, WriteError> {
+        let mark = mark_line(format, "deployment demo/echo");
+        write_file(path, format, mark.as_deref(), b"K='v'\n", overwrite)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_new_file_is_marked_private_and_czctl_replaces_only_its_own() {
+        let dir = scratch("own");
+        let path = dir.join("app.env");
+        assert_eq!(write(&path, Format::Env, false).unwrap(), Written::Created);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(MARK), "{text}");
+        assert!(text.ends_with("\nK='v'\n"), "{text}");
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(write(&path, Format::Env, false).unwrap(), Written::Replaced);
+
+        // The same file without the mark is the user's: refused, and left alone.
+        fs::write(&path, "MINE=1\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let err = write(&path, Format::Env, false).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, WriteError::NotOurs { .. }), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("czctl did not write it"), "{text}");
+        assert!(text.contains("--overwrite"), "{text}");
+        assert!(text.contains("mode 0600 instead of 0640"), "{text}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "MINE=1\n");
+        assert_eq!(mode(&path), 0o640);
+        let overwrote = write(&path, Format::Env, true).unwrap();
+        assert!(matches!(overwrote, Written::Overwrote(_)), "{overwrote:?}");
+        assert_eq!(mode(&path), 0o600);
+
+        // JSON has no mark: an existing one takes --overwrite, a new one does not.
+        let json = dir.join("app.json");
+        assert_eq!(write(&json, Format::Json, false).unwrap(), Written::Created);
+        assert_eq!(fs::read(&json).unwrap(), b"K='v'\n", "no mark in JSON");
+        let err = write(&json, Format::Json, false).unwrap_err();
+        assert!(err.to_string().contains("JSON"), "{err}");
+        write(&json, Format::Json, true).unwrap();
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary file left behind: {names:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn directories_fifos_devices_and_links_to_them_are_never_written() {
+        let dir = scratch("never");
+        let fifo = dir.join("fifo");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let to_null = dir.join("null-link");
+        std::os::unix::fs::symlink("/dev/null", &to_null).unwrap();
+        let to_dir = dir.join("dir-link");
+        std::os::unix::fs::symlink(&dir, &to_dir).unwrap();
+        for (path, what) in [
+            (dir.as_path(), "a directory"),
+            (fifo.as_path(), "a FIFO"),
+            (Path::new("/dev/null"), "a character device"),
+            (to_null.as_path(), "a symbolic link to a character device"),
+            (to_dir.as_path(), "a symbolic link to a directory"),
+        ] {
+            for overwrite in [false, true] {
+                let err = write(path, Format::Env, overwrite).unwrap_err();
+                let text = err.to_string();
+                assert!(matches!(err, WriteError::Never { .. }), "{text}");
+                assert!(text.contains(what), "{text}");
+                assert!(text.contains(&path.display().to_string()), "{text}");
+            }
+        }
+        use std::os::unix::fs::FileTypeExt;
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_to_a_file_is_not_followed() {
+        let dir = scratch("link");
+        let target = dir.join("target");
+        fs::write(&target, format!("{MARK} but a link to it is not ours\n")).unwrap();
+        let link = dir.join("link.env");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = write(&link, Format::Env, false).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let overwrote = write(&link, Format::Env, true).unwrap();
+        assert!(matches!(overwrote, Written::Overwrote(_)), "{overwrote:?}");
+        assert!(
+            fs::symlink_metadata(&link).unwrap().is_file(),
+            "the link is replaced"
+        );
+        assert_eq!(
+            fs::read_to_string(&target).unwrap(),
+            format!("{MARK} but a link to it is not ours\n"),
+            "its target is untouched"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
