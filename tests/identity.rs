@@ -414,3 +414,30 @@ fn a_session_in_another_pid_namespace_is_left_running_by_close_all() {
     inside.wait_exit(Duration::from_secs(20));
     assert_eq!(std::fs::read_to_string(&hosts).unwrap(), ORIGINAL_HOSTS);
 }
+
+#[test]
+fn a_teleport_removes_a_hosts_block_whose_pid_now_runs_something_else() {
+    let sim = kubesim(&["demo"], &[]);
+    let scratch = Scratch::new("block-reused");
+    let mut bystander = Bystander::start();
+    // A block left by a crashed session whose pid now belongs to an unrelated `sleep`: no
+    // record names it, and the process is not czctl.
+    let hosts = hosts_with_block(&scratch.dir, "tp-gone", bystander.pid());
+    let state = scratch.state.clone();
+    let kubeconfig = sim.kubeconfig.to_str().unwrap();
+    let out = czctl_with_hosts(
+        &hosts,
+        &state,
+        &["namespace", "teleport", "demo", "--kubeconfig", kubeconfig],
+    );
+    assert!(out.status.success(), "{}", both(&out));
+    assert!(
+        both(&out).contains("removed a stale hosts block of session tp-gone"),
+        "{}",
+        both(&out)
+    );
+    assert!(bystander.untouched(), "the sleep was not signalled");
+    let close = czctl_with_hosts(&hosts, &state, &["session", "close", "--all"]);
+    assert!(close.status.success(), "{}", both(&close));
+    assert_eq!(std::fs::read_to_string(&hosts).unwrap(), ORIGINAL_HOSTS);
+}

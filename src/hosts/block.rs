@@ -238,12 +238,13 @@ pub fn splice(original: &str, id: &BlockId, entries: Option<&[Entry]>) -> String
     rebuild(original, &ours, rendered.as_deref())
 }
 
-/// Removes every terminated block whose owner `is_alive` says is dead, and returns the new text
-/// with the removed blocks (for the caller to log). Unterminated blocks are never removed.
-pub fn remove_stale(text: &str, is_alive: impl Fn(u32) -> bool) -> (String, Vec<FoundBlock>) {
+/// Removes every terminated block whose owner `is_alive(session, pid)` says is gone, and
+/// returns the new text with the removed blocks (for the caller to log). Unterminated blocks
+/// are never removed.
+pub fn remove_stale(text: &str, is_alive: impl Fn(&str, u32) -> bool) -> (String, Vec<FoundBlock>) {
     let stale: Vec<FoundBlock> = parse_blocks(text)
         .into_iter()
-        .filter(|b| b.terminated && !is_alive(b.pid))
+        .filter(|b| b.terminated && !is_alive(&b.session, b.pid))
         .collect();
     let ranges: Vec<Range<usize>> = stale.iter().map(|b| b.lines.clone()).collect();
     (rebuild(text, &ranges, None), stale)

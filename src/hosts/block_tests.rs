@@ -160,7 +160,7 @@ fn stale_blocks_of_dead_owners_are_removed() {
     for (session, pid) in [("dead-1", 11), ("live", 22), ("dead-2", 33)] {
         text = splice(&text, &id(session, pid), Some(&echo()));
     }
-    let (out, removed) = remove_stale(&text, |pid| pid == 22);
+    let (out, removed) = remove_stale(&text, |_, pid| pid == 22);
     assert_eq!(
         out,
         format!("{original}{}", render(&id("live", 22), &echo()))
@@ -170,7 +170,7 @@ fn stale_blocks_of_dead_owners_are_removed() {
         .map(|b| (b.session(), b.pid(), b.line_count()))
         .collect();
     assert_eq!(summary, [("dead-1", 11, 3), ("dead-2", 33, 3)]);
-    let (again, none) = remove_stale(&out, |pid| pid == 22);
+    let (again, none) = remove_stale(&out, |_, pid| pid == 22);
     assert_eq!((again.as_str(), none.len()), (out.as_str(), 0));
 }
 
@@ -184,7 +184,7 @@ fn unterminated_block_is_reported_and_left_alone() {
         (blocks[0].first_line_number(), blocks[0].line_count()),
         (2, 1)
     );
-    let (out, removed) = remove_stale(original, |_| false);
+    let (out, removed) = remove_stale(original, |_, _| false);
     assert_eq!((out.as_str(), removed.len()), (original, 0));
     // The same session writes a fresh block at the end and removes only that one.
     let id = id("s", 9);
@@ -200,14 +200,14 @@ fn interleaved_or_malformed_markers_make_blocks_untouchable() {
     let interleaved = "# czctl begin session=a pid=1\n1.1.1.1 a\n# czctl begin session=b pid=2\n\
                        # czctl end session=a\n# czctl end session=b\n";
     assert!(parse_blocks(interleaved).iter().all(|b| !b.terminated()));
-    assert_eq!(remove_stale(interleaved, |_| false).0, interleaved);
+    assert_eq!(remove_stale(interleaved, |_, _| false).0, interleaved);
     assert_eq!(splice(interleaved, &id("a", 1), None), interleaved);
     let malformed = "# czctl begin session=a pid=1\n# czctl begin session=b pid=oops\n\
                      # czctl end session=a\n";
     let blocks = parse_blocks(malformed);
     assert_eq!(blocks.len(), 1);
     assert!(!blocks[0].terminated());
-    assert_eq!(remove_stale(malformed, |_| false).0, malformed);
+    assert_eq!(remove_stale(malformed, |_, _| false).0, malformed);
 }
 
 #[test]

@@ -143,11 +143,14 @@ impl HostsEditor {
         }
     }
 
-    /// [`HostsFile::remove_stale`], judging owners with [`crate::teleport::is_alive`] (as root
-    /// in the helper).
-    pub fn remove_stale(&self) -> Result<StaleCleanup, EditError> {
+    /// [`HostsFile::remove_stale`], judging owners by their session records in `state_dir`
+    /// and their processes ([`crate::session::process::block_owner_alive`]; as root in the
+    /// helper, with the state directory it was started with).
+    pub fn remove_stale(&self, state_dir: &Path) -> Result<StaleCleanup, EditError> {
         match self {
-            HostsEditor::Direct(file) => Ok(file.remove_stale(crate::teleport::is_alive)?),
+            HostsEditor::Direct(file) => Ok(file.remove_stale(|session, pid| {
+                crate::session::process::block_owner_alive(state_dir, session, pid)
+            })?),
             HostsEditor::Elevated(helper) => {
                 Ok(helper.request(&Request::RemoveStale)?.into_cleanup())
             }

@@ -263,9 +263,12 @@ impl HostsFile {
             .map(|(outcome, ())| outcome)
     }
 
-    /// Removes every block whose owner pid `is_alive` reports dead (see
+    /// Removes every block whose owner `is_alive(session, pid)` reports gone (see
     /// [`block::remove_stale`]) and reports them, with any unterminated blocks.
-    pub fn remove_stale(&self, is_alive: impl Fn(u32) -> bool) -> Result<StaleCleanup, HostsError> {
+    pub fn remove_stale(
+        &self,
+        is_alive: impl Fn(&str, u32) -> bool,
+    ) -> Result<StaleCleanup, HostsError> {
         let (outcome, (removed, unterminated)) = self.edit(|text| {
             let (new_text, removed) = block::remove_stale(text, &is_alive);
             let unterminated = block::parse_blocks(text)

@@ -438,7 +438,7 @@ fn stale_blocks_are_removed_and_unterminated_ones_reported() {
     let hosts = dir.file("hosts", &format!("127.0.0.1 localhost\n{damaged}"), 0o644);
     hosts.update(&id("dead", 11), &entries()).expect("update");
     hosts.update(&id("live", 22), &entries()).expect("update");
-    let cleanup = hosts.remove_stale(|pid| pid == 22).expect("cleanup");
+    let cleanup = hosts.remove_stale(|_, pid| pid == 22).expect("cleanup");
     assert_eq!(cleanup.outcome, Outcome::Written(WriteMethod::Renamed));
     let removed: Vec<_> = cleanup
         .removed
@@ -458,7 +458,10 @@ fn stale_blocks_are_removed_and_unterminated_ones_reported() {
         "{text}"
     );
     assert_eq!(
-        hosts.remove_stale(|pid| pid == 22).expect("again").outcome,
+        hosts
+            .remove_stale(|_, pid| pid == 22)
+            .expect("again")
+            .outcome,
         Outcome::Unchanged
     );
 }

@@ -25,22 +25,29 @@ pub(super) fn prepare_hosts(
     let local =
         |what: &str, e: &dyn std::fmt::Display| Fatal::new(Code::Local, format!("{what}: {e}"));
     let cleanup = hosts
-        .remove_stale()
+        .remove_stale(&options.state_dir)
         .map_err(|e| local("cannot clean the hosts file", &e))?;
+    // Said to the user also when starting in the background (see `say_progress`).
     for stale in &cleanup.removed {
-        eprintln!(
-            "czctl: removed a stale hosts block of session {} (pid {} no longer runs, {} lines)",
-            stale.session(),
-            stale.pid(),
-            stale.line_count()
+        say_progress(
+            options.detached,
+            &format!(
+                "removed a stale hosts block of session {} (pid {} no longer runs it, {} lines)",
+                stale.session(),
+                stale.pid(),
+                stale.line_count()
+            ),
         );
     }
     for broken in &cleanup.unterminated {
-        eprintln!(
-            "czctl: warning: {} has a czctl begin marker without an end marker at line {}; \
-             left alone, please fix it by hand",
-            options.hosts_file.display(),
-            broken.first_line_number()
+        say_progress(
+            options.detached,
+            &format!(
+                "warning: {} has a czctl begin marker without an end marker at line {}; \
+                 left alone, please fix it by hand",
+                options.hosts_file.display(),
+                broken.first_line_number()
+            ),
         );
     }
     let backup = hosts

@@ -91,7 +91,9 @@ pub fn run(file: &Path, state_dir: &Path) -> Result<(), crate::exit::Fatal> {
         state_dir,
         stdin,
         stdout.as_fd(),
-        &crate::teleport::is_alive,
+        &|session: &str, pid: u32| {
+            crate::session::process::block_owner_alive(state_dir, session, pid)
+        },
     );
     Ok(())
 }

@@ -20,7 +20,7 @@ pub(crate) fn serve(
     state_dir: &Path,
     input: impl BufRead,
     output: BorrowedFd<'_>,
-    is_alive: &dyn Fn(u32) -> bool,
+    is_alive: &dyn Fn(&str, u32) -> bool,
 ) {
     let hosts = HostsFile::new(file);
     let mut written: BTreeMap<String, BlockId> = BTreeMap::new();
@@ -112,7 +112,7 @@ fn handle(
     state_dir: &Path,
     request: Request,
     written: &mut BTreeMap<String, BlockId>,
-    is_alive: &dyn Fn(u32) -> bool,
+    is_alive: &dyn Fn(&str, u32) -> bool,
 ) -> Reply {
     let block = |session: String, pid: u32| BlockId::new(session, pid);
     match request {

@@ -20,7 +20,7 @@ fn exchange_with(
     file: &Path,
     state: &Path,
     requests: &[&str],
-    is_alive: &dyn Fn(u32) -> bool,
+    is_alive: &dyn Fn(&str, u32) -> bool,
 ) -> (Vec<Reply>, Lines) {
     let input = requests.join("\n");
     let (ours, theirs) = UnixStream::pair().unwrap();
@@ -35,7 +35,7 @@ fn exchange_with(
 }
 
 fn exchange(file: &Path, state: &Path, requests: &[&str]) -> Vec<Reply> {
-    exchange_with(file, state, requests, &|_| true).0
+    exchange_with(file, state, requests, &|_, _| true).0
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn remove_stale_reports_blocks() {
     let block =
         "# czctl begin session=tp-old pid=7 -- x\n127.3.0.1\told\n# czctl end session=tp-old\n";
     std::fs::write(&file, format!("{ORIGINAL}{block}")).unwrap();
-    let (mut replies, _) = exchange_with(&file, &dir, &[r#"{"op":"remove_stale"}"#], &|_| false);
+    let (mut replies, _) = exchange_with(&file, &dir, &[r#"{"op":"remove_stale"}"#], &|_, _| false);
     let cleanup = replies.remove(0).into_cleanup();
     assert_eq!(cleanup.removed.len(), 1);
     assert_eq!(cleanup.removed[0].session(), "tp-old");
@@ -157,7 +157,7 @@ fn binds_only_czctl_addresses_and_hands_the_listener_over() {
             r#"{"op":"bind","addr":"127.9.0.1","port":8080}"#,
             r#"{"op":"bind","addr":"127.9.0.1","port":81}"#,
         ],
-        &|_| true,
+        &|_, _| true,
     );
     assert!(!replies[0].ok && replies[0].error.as_deref().unwrap().contains("127.0.0.1"));
     assert!(!replies[1].ok && replies[1].error.as_deref().unwrap().contains("below 1024"));
