@@ -61,6 +61,11 @@ if [ "$tier" = all ] || [ "$tier" = realk8s ]; then
 		# an intercept needs real container processes (the router's NGINX, czctl's agent):
 		# kwok runs none
 		--skip close_all_goes_on_past_a_dead_intercept_which_forget_then_discards
+		# czctl's own start-up guard against a hanging exec credential plugin: it tests the
+		# client, not the server, and runs in tier 1. Once, in tier 2, a plugin outlived czctl
+		# and held the test's output open (a hang, not a failure); see the #13 note.
+		--skip a_signal_ends_a_start_stuck_in_an_exec_credential_plugin_at_once
+		--skip a_start_whose_credential_plugin_never_returns_times_out_naming_it
 	)
 	CZCTL_TEST_SERVER=realk8s cargo test --locked \
 		--test teleport --test teleport_options --test sessions --test workload \

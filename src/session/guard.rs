@@ -52,6 +52,9 @@ pub fn arm(
         // What this process started and still waits for (an exec credential plugin) would
         // otherwise hold the caller's output open after czctl has gone.
         stop_own_children();
+        // Once more, for a plugin that was being started during the first look.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        stop_own_children();
         eprintln!("czctl: {why}");
         std::process::exit(code);
     });
