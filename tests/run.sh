@@ -67,7 +67,8 @@ if [ "$tier" = all ] || [ "$tier" = realk8s ]; then
 		--skip a_signal_ends_a_start_stuck_in_an_exec_credential_plugin_at_once
 		--skip a_start_whose_credential_plugin_never_returns_times_out_naming_it
 	)
-	CZCTL_TEST_SERVER=realk8s cargo test --locked \
+	# --workspace, as in tier 1: the same feature set, so nothing is compiled a second time.
+	CZCTL_TEST_SERVER=realk8s cargo test --locked --workspace \
 		--test teleport --test teleport_options --test sessions --test workload \
 		--test doctor --test datapath --test record_store \
 		"$@" -- --test-threads=2 "${skip[@]}"
@@ -96,7 +97,7 @@ if [ "$tier" = all ] || [ "$tier" = realk8s ]; then
 		--skip a_new_service_gets_a_listener_and_a_deleted_one_loses_it
 		--skip half_close_travels_through_the_db_service
 	)
-	CZCTL_TEST_SERVER=realk8s cargo test --locked -p kubesim \
+	CZCTL_TEST_SERVER=realk8s cargo test --locked --workspace \
 		--test kubectl_list --test rbac --test service_accounts --test kubectl \
 		--test kube_client --test lifecycle --test networking \
 		"$@" -- --test-threads=2 "${kubesim_skip[@]}"
