@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
+use kubesim::harness::Server;
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -203,11 +204,48 @@ fn an_api_outage_keeps_listeners_and_forwarding_resumes() {
         String::from_utf8_lossy(&out.stdout).contains("bound"),
         "{out:?}"
     );
+    if sim.server == Server::KubeSim {
+        // kubesim refuses connections (the real control plane is frozen instead, where a
+        // request waits): the outage breaks forwarding, and the error says why, not "no ready pod".
+        let (ok, body) = czctl.curl("http://echo.demo:8080/");
+        assert!(!ok, "a request went through during the outage: {body}");
+        let status = status_json(&sim, "outage");
+        assert!(
+            status.contains("cannot reach the API server") && !status.contains("no ready pod"),
+            "{status}"
+        );
+    }
     let (ok, body) = eventually("forwarding after the outage", LONG, || {
         let (ok, body) = czctl.curl("http://echo.demo:8080/");
         ok.then_some((ok, body))
     });
     assert!(ok && pod_of(&body).is_some());
+    // The watches came back too: a Service created after the outage gets its name and answers.
+    let manifest = sim.dir.join("after-outage.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: after-outage, namespace: demo}\nspec:\n  selector: {app: echo}\n  ports: [{name: web, port: 7071, targetPort: http}]\n",
+    )
+    .unwrap();
+    sim.kubectl_ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    eventually("after-outage.demo resolving", LONG, || {
+        czctl.resolve("after-outage.demo")
+    });
+    // Its EndpointSlice may arrive a moment after the Service.
+    eventually("after-outage.demo answering", LONG, || {
+        let (ok, body) = czctl.curl("http://after-outage.demo:7071/");
+        (ok && pod_of(&body).is_some()).then_some(())
+    });
+}
+
+/// `czctl status -o json` of the session whose state directory is `state-NAME`.
+fn status_json(sim: &KubeSim, name: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_czctl"))
+        .args(["status", "-o", "json"])
+        .env("CZCTL_STATE_DIR", sim.dir.join(format!("state-{name}")))
+        .output()
+        .expect("czctl status");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 #[test]

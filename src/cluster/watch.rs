@@ -3,8 +3,13 @@
 //! kube-runtime's watcher lists, then watches, and relists with backoff after errors or a 410;
 //! this module turns its events into model [`Change`]s plus a [`WatchEvent::Synced`] marker at
 //! the end of every (re)list, so the engine can drop what disappeared while it was not looking.
+//!
+//! The backoff is [`retry_delays`], not kube's default (0.8 s doubling to 30 s): after a long
+//! API outage that one waited up to half a minute before a Service created meanwhile appeared.
+//! A developer's laptop watches a few namespaces, so a retry about every second is cheap.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Service;
@@ -118,7 +123,9 @@ async fn run<K>(
 ) where
     K: Watched,
 {
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, config)
+        .backoff(retry_delays())
+        .boxed();
     let mut listing: HashSet<ObjectKey> = HashSet::new();
     while let Some(event) = stream.next().await {
         let out = match event {
@@ -149,10 +156,41 @@ async fn run<K>(
     }
 }
 
+/// Delays between a failed watch and its next try: 200 ms doubling to 600 ms, each plus up to
+/// as much again at random (so watchers spread out), reset by every success; the API server is
+/// found again within about 1.2 s of coming back.
+fn retry_delays() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_millis(600))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
 fn key<K: Resource>(obj: &K) -> ObjectKey {
     let meta = obj.meta();
     ObjectKey::new(
         meta.namespace.as_deref().unwrap_or(""),
         meta.name.as_deref().unwrap_or(""),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::retry_delays;
+
+    #[test]
+    fn watch_retries_stay_around_a_second_apart_however_long_the_outage() {
+        let delays: Vec<Duration> = retry_delays().take(50).collect();
+        assert_eq!(delays.len(), 50, "the retries never stop");
+        assert!(delays.iter().all(|d| *d >= Duration::from_millis(200)));
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_millis(1200)),
+            "{delays:?}"
+        );
+    }
 }

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use super::attempt::{Attempt, Ended, Failure, Kept};
+use super::memory::Connection;
 use super::picker::pick;
 use super::relay::{relay, Committed};
 use super::target::{Stats, Target};
@@ -45,6 +46,7 @@ pub async fn serve(
         return;
     };
     let _open = OpenGuard::new(&target.stats);
+    let _counted = Connection::open();
     target.stats.total.fetch_add(1, Ordering::Relaxed);
     serve_inner(client, &target, &port_name, transport.as_ref()).await;
 }
@@ -108,7 +110,7 @@ async fn serve_inner(
                 let message = format!("pod {} port {}: {e}", choice.pod, choice.port);
                 warn!(service = %target.service, "port-forward refused: {message}");
                 target.stats.set_error(message.clone());
-                if e.is_forbidden() {
+                if e.fails_every_pod() {
                     return;
                 }
                 last_failure = Some(message);

@@ -14,12 +14,14 @@
 //! - [`spdy`]: the transport czctl uses: SPDY port-forwarding, one pooled connection per pod
 //!   carrying every client connection as a stream pair, falling back to WebSocket v4.
 //! - [`listener`]: bind and accept.
+//! - [`memory`]: counts connections and returns free memory to the system after a burst.
 
 pub mod attempt;
 pub mod conn;
 pub mod counting;
 pub mod linger;
 pub mod listener;
+pub mod memory;
 pub mod picker;
 pub mod relay;
 pub mod spdy;

@@ -36,7 +36,11 @@ pub enum TransportError {
         /// The server's message.
         message: String,
     },
-    /// Anything else (connection to the API server, protocol).
+    /// The API server could not be reached (connection refused, TLS, timeout): no pod can be
+    /// until it is back, so trying another one is pointless.
+    #[error("cannot reach the API server: {0}")]
+    Unreachable(String),
+    /// Anything else (protocol, the upgraded connection).
     #[error("{0}")]
     Other(String),
 }
@@ -45,6 +49,12 @@ impl TransportError {
     /// The caller lacks the `create pods/portforward` right: retrying other pods won't help.
     pub fn is_forbidden(&self) -> bool {
         matches!(self, TransportError::Refused { code: 403, .. })
+    }
+
+    /// The same request would fail for any pod: the right is missing or the API server is
+    /// out of reach.
+    pub fn fails_every_pod(&self) -> bool {
+        self.is_forbidden() || matches!(self, TransportError::Unreachable(_))
     }
 }
 
@@ -101,6 +111,9 @@ impl Transport for KubeWebSocket {
                     code: status.code,
                     message: status.message.clone(),
                 },
+                e @ (kube::Error::HyperError(_) | kube::Error::Service(_)) => {
+                    TransportError::Unreachable(e.to_string())
+                }
                 other => TransportError::Other(other.to_string()),
             })?;
             let stream = forwarder

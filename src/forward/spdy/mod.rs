@@ -208,6 +208,7 @@ impl Inner {
                     debug!(error = %e, "SPDY port-forward refused; trying WebSocket v4");
                     return self.open_websocket(ns, pod, port, true).await;
                 }
+                Err(UpgradeError::Unreachable(e)) => return Err(TransportError::Unreachable(e)),
                 Err(e) => return Err(TransportError::Other(e.to_string())),
             };
             match open_pair(&conn, port, request).await {

@@ -65,6 +65,10 @@ pub enum UpgradeError {
         /// The server's message.
         message: String,
     },
+    /// The request did not reach the API server, or no answer came back (connection refused,
+    /// TLS, timeout): every pod is out of reach until it is back.
+    #[error("cannot reach the API server: {0}")]
+    Unreachable(String),
     /// The request or the connection failed.
     #[error("{0}")]
     Failed(String),
@@ -101,7 +105,7 @@ pub async fn upgrade(
     let mut response = client
         .send(request)
         .await
-        .map_err(|e| UpgradeError::Failed(e.to_string()))?;
+        .map_err(|e| UpgradeError::Unreachable(e.to_string()))?;
     let status = response.status();
     if status != StatusCode::SWITCHING_PROTOCOLS {
         let body = response
