@@ -8,7 +8,14 @@
 //! bare ([`reserved`]): `localhost` and `*.localhost`, `localhost.localdomain`, the Debian
 //! `ip6-*` names, `broadcasthost`, `wpad` and `isatap` (proxy and tunnel auto-discovery),
 //! `local` and `*.local` (mDNS), and this machine's own host name. Their qualified names
-//! (`svc.NS`, ...) are kept; [`withheld`] says which bare names were left out, for the notes.
+//! (`svc.NS`, ...) are kept.
+//!
+//! A namespace named like a generic top-level domain would make `svc.NS` a public name: a
+//! Service `bank` in namespace `com` would claim `bank.com` on the laptop. No name ending in one
+//! of [`PUBLIC_TLDS`] is added ([`public`]); `svc.NS.svc` and longer still are. Country codes and
+//! the newer TLDs are left alone: `dev`, `prod` or `eu` are common namespace names, and taking
+//! `api.dev` from their users would break more than it protects. [`withheld`] says which names
+//! were left out, for the notes.
 
 use std::collections::BTreeMap;
 
@@ -58,10 +65,13 @@ impl Naming {
         let base = base_name(service, pod_host);
         let ns = &service.namespace;
         let mut names = Vec::with_capacity(4);
-        if *ns == self.first_namespace && !reserved(&base) {
+        if *ns == self.first_namespace && !reserved(&base) && !public(&base) {
             names.push(base.clone());
         }
-        names.push(format!("{base}.{ns}"));
+        let qualified = format!("{base}.{ns}");
+        if !public(&qualified) {
+            names.push(qualified);
+        }
         names.push(format!("{base}.{ns}.svc"));
         names.push(format!("{base}.{ns}.svc.{}", self.cluster_domain));
         names
@@ -107,6 +117,20 @@ pub fn reserved(name: &str) -> bool {
         || machine_names().contains(&name)
 }
 
+/// Generic top-level domains whose names no Service may take (see the module documentation).
+const PUBLIC_TLDS: [&str; 11] = [
+    "com", "net", "org", "edu", "gov", "mil", "int", "arpa", "info", "biz", "io",
+];
+
+/// Whether `name` (of more than one label) ends in one of [`PUBLIC_TLDS`]. Ignores case.
+pub fn public(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    match name.rsplit_once('.') {
+        Some((_, tld)) => PUBLIC_TLDS.contains(&tld),
+        None => false,
+    }
+}
+
 /// This machine's host name and its first label, lower-cased (read once).
 fn machine_names() -> &'static [String] {
     static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
@@ -127,37 +151,66 @@ fn machine_names() -> &'static [String] {
     })
 }
 
-/// The bare names of a Service (and of its pods) that [`Naming::names`] leaves out because
-/// they are [`reserved`]; empty outside the first namespace.
+/// The names of a Service (and of its pods) that [`Naming::names`] leaves out: bare names that
+/// are [`reserved`] or [`public`], and `svc.NS` names that are [`public`].
 pub fn withheld(naming: &Naming, view: &ServiceView) -> Vec<String> {
-    if view.key.namespace != naming.first_namespace || view.not_forwarded.is_some() {
+    if view.not_forwarded.is_some() {
         return Vec::new();
     }
+    let first = view.key.namespace == naming.first_namespace;
     let pods = view
         .backends
         .iter()
         .filter(|_| view.headless)
         .filter_map(|b| b.hostname.as_deref());
-    std::iter::once(None)
+    let mut out = Vec::new();
+    for base in std::iter::once(None)
         .chain(pods.map(Some))
         .map(|host| base_name(&view.key, host))
-        .filter(|name| reserved(name))
-        .collect()
+    {
+        if first && (reserved(&base) || public(&base)) {
+            out.push(base.clone());
+        }
+        let qualified = format!("{base}.{}", view.key.namespace);
+        if public(&qualified) {
+            out.push(qualified);
+        }
+    }
+    out
 }
 
 /// The note for [`withheld`] names ("" when there are none).
 pub fn withheld_note(naming: &Naming, view: &ServiceView) -> String {
     let names = withheld(naming, view);
-    if names.is_empty() {
+    let Some(first) = names.first() else {
         return String::new();
+    };
+    let ns = &view.key.namespace;
+    let (domains, local): (Vec<&String>, Vec<&String>) = names.iter().partition(|n| public(n));
+    let mut said = Vec::new();
+    if !local.is_empty() {
+        let list: Vec<&str> = local.iter().map(|n| n.as_str()).collect();
+        said.push(format!(
+            "bare name {} not added to the hosts file: this machine already uses it (reserved)",
+            list.join(",")
+        ));
     }
-    format!(
-        "bare name {} not added to the hosts file: this machine already uses it (reserved); \
-         use {}.{} instead",
-        names.join(","),
-        names[0],
-        view.key.namespace
-    )
+    if !domains.is_empty() {
+        let list: Vec<&str> = domains.iter().map(|n| n.as_str()).collect();
+        said.push(format!(
+            "{} not added to the hosts file: a public domain name (it ends in a generic top-level domain)",
+            list.join(",")
+        ));
+    }
+    // The shortest name that was added: `svc.NS` for a bare name, else `svc.NS.svc`.
+    let instead = if first.ends_with(&format!(".{ns}")) {
+        format!("{first}.svc")
+    } else if public(&format!("{first}.{ns}")) {
+        format!("{first}.{ns}.svc")
+    } else {
+        format!("{first}.{ns}")
+    };
+    format!("{}; use {instead} instead", said.join("; "))
 }
 
 /// Everything one Service should become, keyed by allocation key.
@@ -328,6 +381,42 @@ mod tests {
         assert_eq!(plan["kind/demo/wpad"].names[0], "wpad.demo");
         // `x.wpad` is no name anyone else uses: kept.
         assert_eq!(plan["kind/demo/wpad/x"].names[0], "x.wpad");
+    }
+
+    #[test]
+    fn names_that_would_be_public_domains_are_left_out_and_said() {
+        let mut n = naming();
+        n.first_namespace = "com".into();
+        assert_eq!(
+            n.names(&ObjectKey::new("com", "bank"), None),
+            ["bank", "bank.com.svc", "bank.com.svc.cluster.local"]
+        );
+        assert!(public("bank.COM.") && public("x.io") && !public("api.dev") && !public("com"));
+        let mut bank = view("com", false);
+        bank.key = ObjectKey::new("com", "bank");
+        assert_eq!(withheld(&n, &bank), ["bank.com"]);
+        let note = withheld_note(&n, &bank);
+        assert!(
+            note.contains("bank.com not added") && note.contains("use bank.com.svc instead"),
+            "{note}"
+        );
+        // A headless Service named after a TLD: its pods' bare names would be public.
+        let mut org = view("demo", true);
+        org.key = ObjectKey::new("demo", "org");
+        org.backends[0].hostname = Some("www".into());
+        let plan = desired(&naming(), &org);
+        assert_eq!(plan["kind/demo/org/www"].names[0], "www.org.demo");
+        assert_eq!(withheld(&naming(), &org), ["www.org"]);
+        assert!(
+            withheld_note(&naming(), &org).contains("use www.org.demo instead"),
+            "{}",
+            withheld_note(&naming(), &org)
+        );
+        // Namespaces named like newer or country TLDs keep their names.
+        assert_eq!(
+            naming().names(&ObjectKey::new("dev", "api"), None)[0],
+            "api.dev"
+        );
     }
 
     #[test]
