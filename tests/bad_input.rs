@@ -465,6 +465,18 @@ fn cases() -> Vec<Case> {
             6,
             &["does not exist"],
         ),
+        case(
+            "close sweeping a directory as the hosts file",
+            &["session", "close", "--all", "--hosts-file", "{scratch}"],
+            6,
+            &["it is a directory"],
+        ),
+        case(
+            "close sweeping a device as the hosts file",
+            &["session", "close", "--all", "--hosts-file", "/dev/null"],
+            6,
+            &["it is a character device"],
+        ),
         // Arguments.
         case(
             "unknown option",

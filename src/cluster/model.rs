@@ -128,11 +128,98 @@ impl ServiceView {
     }
 }
 
+/// What the model keeps of a Service: its spec as forwarding needs it. The rest of the object
+/// (metadata, managed fields, annotations, status) is dropped on arrival, so 10,000 Services
+/// cost a few hundred bytes each.
+#[derive(Debug)]
+struct ServiceFacts {
+    ports: Vec<ServicePort>,
+    headless: bool,
+    /// `Some(target)` for an ExternalName Service.
+    external_name: Option<String>,
+    has_selector: bool,
+}
+
+impl ServiceFacts {
+    fn of(svc: Service) -> Self {
+        let spec = svc.spec.unwrap_or_default();
+        let ports = spec
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| {
+                Some(ServicePort {
+                    name: p.name.unwrap_or_default(),
+                    port: u16::try_from(p.port).ok()?,
+                    protocol: p.protocol.unwrap_or_else(|| "TCP".into()),
+                })
+            })
+            .collect();
+        ServiceFacts {
+            ports,
+            headless: spec.cluster_ip.as_deref() == Some("None"),
+            external_name: (spec.type_.as_deref() == Some("ExternalName"))
+                .then(|| spec.external_name.unwrap_or_default()),
+            has_selector: spec.selector.is_some_and(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// What the model keeps of an EndpointSlice.
+#[derive(Debug)]
+struct SliceFacts {
+    /// The Service it belongs to (its `kubernetes.io/service-name` label).
+    service: Option<String>,
+    /// Target port per service port name.
+    ports: Vec<(String, u16)>,
+    /// Endpoints that name a pod.
+    endpoints: Vec<EndpointFacts>,
+}
+
+#[derive(Debug)]
+struct EndpointFacts {
+    pod: String,
+    ready: bool,
+    hostname: Option<String>,
+}
+
+impl SliceFacts {
+    fn of(slice: EndpointSlice) -> Self {
+        let service = service_of(&slice).map(str::to_string);
+        let ports = slice
+            .ports
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p.name.unwrap_or_default(), u16::try_from(p.port?).ok()?)))
+            .collect();
+        let endpoints = slice
+            .endpoints
+            .into_iter()
+            .flatten()
+            .filter_map(|ep| {
+                let target = ep.target_ref.filter(|t| t.kind.as_deref() == Some("Pod"))?;
+                let conditions = ep.conditions.unwrap_or_default();
+                Some(EndpointFacts {
+                    pod: target.name?,
+                    ready: conditions.ready.unwrap_or(true)
+                        && !conditions.terminating.unwrap_or(false),
+                    hostname: ep.hostname,
+                })
+            })
+            .collect();
+        SliceFacts {
+            service,
+            ports,
+            endpoints,
+        }
+    }
+}
+
 /// The watched state of the teleported namespaces.
 #[derive(Debug, Default)]
 pub struct Model {
-    services: HashMap<ObjectKey, Service>,
-    slices: HashMap<ObjectKey, EndpointSlice>,
+    services: HashMap<ObjectKey, ServiceFacts>,
+    slices: HashMap<ObjectKey, SliceFacts>,
     /// Service → its EndpointSlices, so a view costs O(its slices), not O(all slices).
     slices_of: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
 }
@@ -163,7 +250,7 @@ impl Model {
         match change {
             Change::ServiceApplied(svc) => {
                 let key = key_of(&svc.metadata);
-                self.services.insert(key.clone(), *svc);
+                self.services.insert(key.clone(), ServiceFacts::of(*svc));
                 Some(key)
             }
             Change::ServiceDeleted(key) => {
@@ -172,7 +259,11 @@ impl Model {
             }
             Change::SliceApplied(slice) => {
                 let key = key_of(&slice.metadata);
-                let new = service_of(&slice).map(|s| ObjectKey::new(&key.namespace, s));
+                let facts = SliceFacts::of(*slice);
+                let new = facts
+                    .service
+                    .as_deref()
+                    .map(|s| ObjectKey::new(&key.namespace, s));
                 let old = self.remove_slice(&key);
                 if let Some(service) = &new {
                     self.slices_of
@@ -180,7 +271,7 @@ impl Model {
                         .or_default()
                         .insert(key.clone());
                 }
-                self.slices.insert(key, *slice);
+                self.slices.insert(key, facts);
                 new.or(old)
             }
             Change::SliceDeleted(key) => self.remove_slice(&key),
@@ -190,7 +281,7 @@ impl Model {
     /// Forgets a slice; returns the Service it belonged to.
     fn remove_slice(&mut self, key: &ObjectKey) -> Option<ObjectKey> {
         let old = self.slices.remove(key)?;
-        let service = ObjectKey::new(&key.namespace, service_of(&old)?);
+        let service = ObjectKey::new(&key.namespace, old.service.as_deref()?);
         if let Some(set) = self.slices_of.get_mut(&service) {
             set.remove(key);
             if set.is_empty() {
@@ -229,35 +320,20 @@ impl Model {
     /// The view of one Service, or `None` when it does not exist.
     pub fn view(&self, key: &ObjectKey) -> Option<ServiceView> {
         let svc = self.services.get(key)?;
-        let spec = svc.spec.clone().unwrap_or_default();
-        let ports: Vec<ServicePort> = spec
-            .ports
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|p| {
-                Some(ServicePort {
-                    name: p.name.unwrap_or_default(),
-                    port: u16::try_from(p.port).ok()?,
-                    protocol: p.protocol.unwrap_or_else(|| "TCP".into()),
-                })
-            })
-            .collect();
         let backends = self.backends(key);
-        let not_forwarded = if spec.type_.as_deref() == Some("ExternalName") {
-            Some(NotForwarded::ExternalName(
-                spec.external_name.unwrap_or_default(),
-            ))
-        } else if !ports.iter().any(ServicePort::is_tcp) {
+        let not_forwarded = if let Some(target) = &svc.external_name {
+            Some(NotForwarded::ExternalName(target.clone()))
+        } else if !svc.ports.iter().any(ServicePort::is_tcp) {
             Some(NotForwarded::NoTcpPorts)
-        } else if backends.is_empty() && spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
+        } else if backends.is_empty() && !svc.has_selector {
             Some(NotForwarded::NoPods)
         } else {
             None
         };
         Some(ServiceView {
             key: key.clone(),
-            ports,
-            headless: spec.cluster_ip.as_deref() == Some("None"),
+            ports: svc.ports.clone(),
+            headless: svc.headless,
             backends,
             not_forwarded,
         })
@@ -265,47 +341,25 @@ impl Model {
 
     /// Pods behind a Service, merged over its EndpointSlices, in a stable order.
     fn backends(&self, key: &ObjectKey) -> Vec<Backend> {
-        let mut by_pod: BTreeMap<String, Backend> = BTreeMap::new();
-        for (slice_key, slice) in &self.slices {
-            if slice_key.namespace != key.namespace || service_of(slice) != Some(key.name.as_str())
-            {
-                continue;
-            }
-            let ports: BTreeMap<String, u16> = slice
-                .ports
-                .iter()
-                .flatten()
-                .filter_map(|p| {
-                    Some((
-                        p.name.clone().unwrap_or_default(),
-                        u16::try_from(p.port?).ok()?,
-                    ))
-                })
-                .collect();
-            for ep in slice.endpoints.iter().flatten() {
-                let Some(target) = ep
-                    .target_ref
-                    .as_ref()
-                    .filter(|t| t.kind.as_deref() == Some("Pod"))
-                else {
-                    continue;
-                };
-                let Some(pod) = target.name.clone() else {
-                    continue;
-                };
-                let conditions = ep.conditions.clone().unwrap_or_default();
-                let ready =
-                    conditions.ready.unwrap_or(true) && !conditions.terminating.unwrap_or(false);
-                let backend = by_pod.entry(pod.clone()).or_insert_with(|| Backend {
-                    pod,
-                    ready,
+        let mut by_pod: BTreeMap<&str, Backend> = BTreeMap::new();
+        let slices = self
+            .slices_of
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|slice_key| self.slices.get(slice_key));
+        for slice in slices {
+            for ep in &slice.endpoints {
+                let backend = by_pod.entry(&ep.pod).or_insert_with(|| Backend {
+                    pod: ep.pod.clone(),
+                    ready: ep.ready,
                     hostname: ep.hostname.clone(),
                     ports: BTreeMap::new(),
                 });
-                backend.ready &= ready;
+                backend.ready &= ep.ready;
                 backend
                     .ports
-                    .extend(ports.iter().map(|(k, v)| (k.clone(), *v)));
+                    .extend(slice.ports.iter().map(|(k, v)| (k.clone(), *v)));
             }
         }
         by_pod.into_values().collect()

@@ -6,7 +6,7 @@
 //! brought it back to ~28 MiB. So every connection is counted here, and a task started with
 //! the first one checks every [`CHECK`] whether many connections have ended since the last
 //! check; if so it asks the allocator to return its free pages (off the async threads: a trim
-//! of a large heap takes milliseconds).
+//! of a large heap takes milliseconds). [`trim_now`] does it once, for other bursts.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
@@ -68,6 +68,12 @@ async fn watch() {
             let _ = tokio::task::spawn_blocking(trim).await;
         }
     }
+}
+
+/// Asks the allocator to return free memory to the system now (for example after the first
+/// lists, whose parsing leaves megabytes of freed buffers behind).
+pub fn trim_now() {
+    trim();
 }
 
 /// Asks the allocator to return free memory to the system.

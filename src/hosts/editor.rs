@@ -51,6 +51,21 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Why `path` is refused as a hosts file when it exists and is no regular file (a device, FIFO,
+/// directory or socket): opening one can block (a FIFO) or have effects (a device), and
+/// replacing it would destroy it. `None` when it is a regular file or does not exist.
+pub fn not_regular(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    (!meta.is_file()).then(|| {
+        format!(
+            "refusing {} as the hosts file: it is {}, not a regular file; pass --hosts-file \
+             PATH with the path of a regular file",
+            path.display(),
+            super::lock::kind(meta.file_type())
+        )
+    })
+}
+
 impl HostsEditor {
     /// Chooses how to edit `path`: directly when it can be opened for writing; when that is
     /// refused and czctl is not root, through a helper started with sudo (which may ask for a
@@ -62,16 +77,8 @@ impl HostsEditor {
         log: Option<std::fs::File>,
     ) -> Result<HostsEditor, OpenError> {
         let shown = path.display();
-        // A device, FIFO, directory or socket is refused before it is opened: opening one can
-        // block (a FIFO) or have effects (a device), and replacing it would destroy it.
-        if let Ok(meta) = std::fs::metadata(path) {
-            if !meta.is_file() {
-                return Err(OpenError::Unwritable(format!(
-                    "refusing {shown} as the hosts file: it is {}, not a regular file; pass \
-                     --hosts-file PATH with the path of a regular file",
-                    super::lock::kind(meta.file_type())
-                )));
-            }
+        if let Some(refusal) = not_regular(path) {
+            return Err(OpenError::Unwritable(refusal));
         }
         let opened = std::fs::OpenOptions::new()
             .append(true)

@@ -62,6 +62,6 @@ pub use block::{
     parse_blocks, remove_stale, render, splice, BlockId, Entry, FoundBlock, InvalidInput,
     NAMES_PER_LINE,
 };
-pub use editor::{EditError, HostsEditor, OpenError};
+pub use editor::{not_regular, EditError, HostsEditor, OpenError};
 pub use elevated::{ElevateError, Elevated, HelperError};
 pub use file::{HostsError, HostsFile, Outcome, StaleCleanup, WriteMethod};

@@ -166,6 +166,12 @@ pub struct Closing {
 pub async fn close(places: &Places, which: &Which, force: bool, forget: bool) -> Closing {
     let mut out = Closing::default();
     let mut editors = Editors::default();
+    // The hosts file swept for stale blocks: refused up front, before anything is closed, when
+    // it is not a regular file (reading a FIFO would block, a device is no hosts file).
+    if let Some(refusal) = crate::hosts::not_regular(&places.hosts_file) {
+        out.failed.push(Fatal::new(Code::Local, refusal));
+        return out;
+    }
     let (all, invalid) = match judged(places) {
         Ok(found) => found,
         Err(e) => {
@@ -262,7 +268,13 @@ fn sweep_hosts(places: &Places, editors: &mut Editors, out: &mut Closing) {
     };
     let blocks = match std::fs::read(&places.hosts_file) {
         Ok(bytes) => stale(&String::from_utf8_lossy(&bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.said.push(format!(
+                "hosts file {} does not exist: no stale blocks to look for there",
+                places.hosts_file.display()
+            ));
+            return;
+        }
         Err(e) => {
             out.failed.push(Fatal::new(
                 Code::Local,
