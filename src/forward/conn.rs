@@ -108,7 +108,7 @@ async fn serve_inner(
             Ok(opened) => opened,
             Err(e) => {
                 let message = format!("pod {} port {}: {e}", choice.pod, choice.port);
-                warn!(service = %target.service, "port-forward refused: {message}");
+                warn!(service = %target.service, "cannot open a port-forward: {message}");
                 target.stats.set_error(message.clone());
                 if e.fails_every_pod() {
                     return;

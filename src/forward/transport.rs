@@ -37,8 +37,9 @@ pub enum TransportError {
         message: String,
     },
     /// The API server could not be reached (connection refused, TLS, timeout): no pod can be
-    /// until it is back, so trying another one is pointless.
-    #[error("cannot reach the API server: {0}")]
+    /// until it is back, so trying another one is pointless. The text says so
+    /// ("cannot reach the API server at URL: connection refused").
+    #[error("{0}")]
     Unreachable(String),
     /// Anything else (protocol, the upgraded connection).
     #[error("{0}")]
@@ -112,7 +113,7 @@ impl Transport for KubeWebSocket {
                     message: status.message.clone(),
                 },
                 e @ (kube::Error::HyperError(_) | kube::Error::Service(_)) => {
-                    TransportError::Unreachable(e.to_string())
+                    TransportError::Unreachable(crate::exit::describe(&e))
                 }
                 other => TransportError::Other(other.to_string()),
             })?;

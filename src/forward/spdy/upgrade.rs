@@ -66,8 +66,8 @@ pub enum UpgradeError {
         message: String,
     },
     /// The request did not reach the API server, or no answer came back (connection refused,
-    /// TLS, timeout): every pod is out of reach until it is back.
-    #[error("cannot reach the API server: {0}")]
+    /// TLS, timeout): every pod is out of reach until it is back. The text says so.
+    #[error("{0}")]
     Unreachable(String),
     /// The request or the connection failed.
     #[error("{0}")]
@@ -105,7 +105,7 @@ pub async fn upgrade(
     let mut response = client
         .send(request)
         .await
-        .map_err(|e| UpgradeError::Unreachable(e.to_string()))?;
+        .map_err(|e| UpgradeError::Unreachable(crate::exit::describe(&e)))?;
     let status = response.status();
     if status != StatusCode::SWITCHING_PROTOCOLS {
         let body = response
