@@ -6,8 +6,8 @@
 //! Readers: `env` → python-dotenv (`dotenv_values` with interpolation on and off, `load_dotenv`)
 //! and dotenvy (`from_path_iter`); `sh` → bash and dash sourcing the file, in the C and C.UTF-8
 //! locales, and the environment of a program they start; `json` → serde_json and python's json;
-//! `yaml` → serde_saphyr. A reader that is not installed (dash, python-dotenv) is skipped with a
-//! message; CI installs python-dotenv.
+//! `yaml` → serde_saphyr. The readers are prerequisites: a missing one (dash, python-dotenv)
+//! fails the tests that need it, naming what to install; CI installs them.
 
 use std::collections::BTreeMap;
 use std::fs;
