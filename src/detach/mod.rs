@@ -70,6 +70,13 @@ pub async fn start(
         )
         .map_err(|e| local(&format!("cannot open {}", log_path.display()), &e))?
     };
+    // Held (flock) by this start and, through the inherited descriptor, by the session and its
+    // helper: `close --all` removes only logs nobody holds. `_keep` holds it here until the
+    // child's log has been read.
+    crate::session::logs::hold(&log);
+    let _keep = log
+        .try_clone()
+        .map_err(|e| local(&format!("cannot open {}", log_path.display()), &e))?;
     // The root helper, if one is needed, logs to the session log: it outlives this process
     // and must not hold on to its stderr (a pipe a script may be waiting on).
     let helper_log = log

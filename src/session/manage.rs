@@ -245,6 +245,11 @@ pub async fn close(places: &Places, which: &Which, force: bool, forget: bool) ->
     }
     if matches!(which, Which::All { .. }) {
         sweep_hosts(places, &mut editors, &mut out);
+        for id in super::logs::sweep_orphans(&places.state_dir) {
+            out.said.push(format!(
+                "removed the log of session {id}, whose start was killed before it had a record"
+            ));
+        }
     }
     if matches!(which, Which::All { .. }) && out.said.is_empty() && out.failed.is_empty() {
         out.said.push("no sessions to close".into());

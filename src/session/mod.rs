@@ -10,12 +10,14 @@
 //! - [`group`]: the CI job a session belongs to (job-scoped `close --all`, reuse).
 //! - [`claim`]: one teleport per namespace set: reuse a live one or claim under a lock.
 //! - [`guard`]: until a session handles signals itself, they (and a timeout) end its start.
+//! - [`logs`]: a start holds a lock on its log; `close --all` removes logs nobody holds.
 
 pub mod claim;
 pub mod control;
 pub mod group;
 pub mod guard;
 pub mod intercepts;
+pub mod logs;
 pub mod manage;
 pub mod process;
 pub mod record;
