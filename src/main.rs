@@ -75,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(fatal) => {
             say(format_args!("czctl: {fatal}"));
+            czctl::detach::drop_unread_log();
             std::process::ExitCode::from(fatal.code as u8)
         }
     }

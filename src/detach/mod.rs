@@ -38,6 +38,19 @@ pub struct Background {
     pub timeout: Duration,
 }
 
+/// In a background session whose start failed: when the command that started it is gone (it
+/// was killed), nobody will read the session's log, so it is removed here rather than left for
+/// `session close --all` (which cannot remove it while this process still holds it).
+pub fn drop_unread_log() {
+    let Ok(session) = std::env::var(SESSION_ENV) else {
+        return;
+    };
+    if !record::valid_id(&session) || ParentWatch::start().gone().is_none() {
+        return;
+    }
+    record::remove_log(&crate::paths::state_dir(), &session);
+}
+
 /// The arguments this process was started with, for a child that repeats the command.
 pub fn own_args() -> Vec<OsString> {
     std::env::args_os().skip(1).collect()
