@@ -6,7 +6,7 @@
 //! brought it back to ~28 MiB. So every connection is counted here, and a task started with
 //! the first one checks every [`CHECK`] whether many connections have ended since the last
 //! check; if so it asks the allocator to return its free pages (off the async threads: a trim
-//! of a large heap takes milliseconds). [`trim_now`] does it once, for other bursts.
+//! of a large heap takes milliseconds). [`trim`] is also called once, for other bursts.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
@@ -70,15 +70,10 @@ async fn watch() {
     }
 }
 
-/// Asks the allocator to return free memory to the system now (for example after the first
+/// Asks the allocator to return free memory to the system (also called once after the first
 /// lists, whose parsing leaves megabytes of freed buffers behind).
-pub fn trim_now() {
-    trim();
-}
-
-/// Asks the allocator to return free memory to the system.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim() {
+pub fn trim() {
     // SAFETY: malloc_trim only walks the allocator's own free lists; it is thread-safe.
     unsafe {
         libc::malloc_trim(0);
@@ -86,7 +81,7 @@ fn trim() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim() {}
+pub fn trim() {}
 
 #[cfg(test)]
 mod tests {

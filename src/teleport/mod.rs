@@ -204,7 +204,7 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
         engine.reconcile(&all).map_err(|e| local(&e))?;
         phase("addresses, listeners and hosts entries in place");
         // The lists' parsing left freed buffers behind (megabytes at 10,000 Services).
-        crate::forward::memory::trim_now();
+        crate::forward::memory::trim();
         print_table(&mut engine, &all, options.command.is_some());
         if options.command.is_none() {
             // With a command, stdout is the command's: change lines stay off it.
