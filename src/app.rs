@@ -191,7 +191,7 @@ async fn intercept(args: InterceptArgs, cluster: &ClusterArgs) -> Result<i32, Fa
         }
         Err(_) if !args.foreground => {
             let background = Background {
-                session: teleport::new_id("ic"),
+                session: crate::session::runtime::new_id("ic"),
                 state_dir: options.state_dir.clone(),
                 hosts_file: None,
                 args: crate::detach::own_args(),
@@ -408,9 +408,9 @@ async fn list(output: Output) -> Result<(), Fatal> {
             );
             for s in &sessions {
                 let state = if s.stale {
-                    "stale"
+                    "stale".to_string()
                 } else {
-                    s.record.state.as_str()
+                    s.record.state.to_string()
                 };
                 outln!(
                     "{:<12} {:<9} {:<8} {:<8} {:<20} {:<14} {}",

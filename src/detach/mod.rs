@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::exit::{Code, Fatal};
 use crate::hosts::HostsEditor;
 use crate::session::record;
-use crate::teleport::READY_MARKER;
+use crate::session::runtime::READY_MARKER;
 
 /// The environment variable that tells the child its session id (and that it is detached).
 pub const SESSION_ENV: &str = "CZCTL_DETACHED_SESSION";

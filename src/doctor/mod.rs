@@ -48,7 +48,7 @@ pub async fn run(options: &DoctorOptions) -> Vec<Check> {
     checks.push(local::file_limit());
     checks.push(stale::hosts_blocks(
         &options.hosts_file,
-        crate::teleport::is_alive,
+        crate::session::process::is_alive,
     ));
     checks.push(stale::registrations(&options.registry_dir));
     checks

@@ -30,8 +30,8 @@ use crate::forward::spdy::{PortForward, Preference};
 use crate::forward::transport::Transport;
 use crate::session::control;
 use crate::session::record::{self, InterceptRef, Record};
+use crate::session::runtime::{announce_detached, new_id, now_rfc3339, Stop};
 use crate::session::status::{Forward, Note, Status};
-use crate::teleport::{announce_detached, new_id, now_rfc3339, Stop};
 use crate::tunnel::cluster::{ClusterTunnel, PodResolver};
 use crate::tunnel::ngrok::NgrokTunnel;
 use crate::tunnel::{Tunnel, TunnelStats};
@@ -140,14 +140,14 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
     let (plan, tunnel) = open_tunnel(&opts, &client, &ns, &session, port_forward.clone()).await?;
     let mut record = Record {
         id: session.clone(),
-        kind: "intercept".into(),
+        kind: crate::session::record::SessionKind::Intercept,
         pid: std::process::id(),
         namespaces: vec![ns.clone()],
         context: connected.context.clone(),
         hosts_file: PathBuf::new(),
         socket: record::socket_path(&opts.state_dir, &session),
         started: now_rfc3339(),
-        state: "starting".into(),
+        state: crate::session::record::SessionState::Starting,
         intercept: Some(InterceptRef {
             kubeconfig: opts
                 .client
@@ -229,7 +229,7 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
         lease,
         work.clone(),
     ));
-    record.state = "ready".into();
+    record.state = crate::session::record::SessionState::Ready;
     if let Err(e) = record.save(&opts.state_dir) {
         // The record written at the start still lets any run find and close this session.
         warn!(error = %e, "could not mark the session record ready");

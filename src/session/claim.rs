@@ -7,7 +7,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::record::{self, Record};
+use super::record::{self, Record, SessionKind, SessionState};
 use crate::exit::{Code, Fatal};
 
 /// What a new teleport would be.
@@ -34,14 +34,14 @@ impl Want {
     pub fn record(&self, id: &str, pid: u32, state_dir: &Path) -> Record {
         Record {
             id: id.to_string(),
-            kind: "teleport".into(),
+            kind: SessionKind::Teleport,
             pid,
             namespaces: self.namespaces.clone(),
             context: self.context.clone(),
             hosts_file: self.hosts_file.clone(),
             socket: record::socket_path(state_dir, id),
-            started: crate::teleport::now_rfc3339(),
-            state: "starting".into(),
+            started: super::runtime::now_rfc3339(),
+            state: SessionState::Starting,
             intercept: None,
             group: self.group.clone(),
             server: self.server.clone(),
@@ -70,7 +70,7 @@ pub fn find(
     alive: impl Fn(&Record) -> bool,
 ) -> Result<Found, Fatal> {
     for r in records {
-        let same_place = r.kind == "teleport"
+        let same_place = r.kind == SessionKind::Teleport
             && r.group == want.group
             && r.context == want.context
             && (r.server.is_empty() || r.server == want.server)
@@ -123,7 +123,7 @@ pub fn find(
                 ),
             ));
         }
-        return Ok(if r.state == "ready" {
+        return Ok(if r.state == SessionState::Ready {
             Found::Ready(r.clone())
         } else {
             Found::Starting(r.clone())
@@ -260,15 +260,15 @@ mod tests {
         }
     }
 
-    fn session(id: &str, namespaces: &[&str], state: &str) -> Record {
+    fn session(id: &str, namespaces: &[&str], state: SessionState) -> Record {
         let mut r = want(namespaces).record(id, 10, Path::new("/state"));
-        r.state = state.into();
+        r.state = state;
         r
     }
 
     #[test]
     fn a_ready_session_of_the_namespace_is_reused() {
-        let records = [session("tp-a", &["demo", "other"], "ready")];
+        let records = [session("tp-a", &["demo", "other"], SessionState::Ready)];
         assert_eq!(
             find(&records, &want(&["demo"]), |_| true).unwrap(),
             Found::Ready(records[0].clone())
@@ -277,7 +277,7 @@ mod tests {
             find(&records, &want(&["other", "demo"]), |_| true).unwrap(),
             Found::Ready(records[0].clone())
         );
-        let starting = [session("tp-b", &["demo"], "starting")];
+        let starting = [session("tp-b", &["demo"], SessionState::Starting)];
         assert!(matches!(
             find(&starting, &want(&["demo"]), |_| true).unwrap(),
             Found::Starting(_)
@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn other_namespaces_groups_contexts_and_dead_sessions_do_not_count() {
-        let records = [session("tp-a", &["demo"], "ready")];
+        let records = [session("tp-a", &["demo"], SessionState::Ready)];
         assert_eq!(
             find(&records, &want(&["web"]), |_| true).unwrap(),
             Found::Free
@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn a_partial_or_different_teleport_is_refused_with_the_session() {
-        let records = [session("tp-a", &["demo"], "ready")];
+        let records = [session("tp-a", &["demo"], SessionState::Ready)];
         let e = find(&records, &want(&["demo", "web"]), |_| true).unwrap_err();
         assert_eq!(e.code, Code::Conflict);
         assert!(

@@ -131,7 +131,7 @@ pub async fn close_intercepts(
 pub async fn mark_expired(sessions: &mut [Listed]) {
     for listed in sessions
         .iter_mut()
-        .filter(|l| !l.stale && l.record.state == "ready")
+        .filter(|l| !l.stale && l.record.state == super::record::SessionState::Ready)
     {
         let Some(ic) = listed.record.intercept.clone() else {
             continue;

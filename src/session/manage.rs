@@ -67,7 +67,7 @@ pub fn list(places: &Places) -> Result<Vec<Listed>, Fatal> {
         .into_iter()
         .map(|(mut record, liveness)| {
             if let Some(state) = liveness.shown_state() {
-                record.state = state.into();
+                record.state = state;
             }
             let process = (liveness != Liveness::Running).then(|| liveness.describe(record.pid));
             Listed {

@@ -21,4 +21,5 @@ pub mod logs;
 pub mod manage;
 pub mod process;
 pub mod record;
+pub mod runtime;
 pub mod status;

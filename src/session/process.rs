@@ -69,9 +69,9 @@ impl Liveness {
     }
 
     /// The text `session list` shows when it is not the record's own state.
-    pub fn shown_state(&self) -> Option<&'static str> {
+    pub fn shown_state(&self) -> Option<super::record::SessionState> {
         match self {
-            Liveness::OtherNamespace => Some("unknown (other pid namespace)"),
+            Liveness::OtherNamespace => Some(super::record::SessionState::Unknown),
             _ => None,
         }
     }

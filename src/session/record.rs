@@ -12,8 +12,8 @@ use super::process::{self, Identity, Liveness};
 pub struct Record {
     /// Session id (`tp-xxxxxx`), also in the hosts-file markers.
     pub id: String,
-    /// `teleport` or `intercept`.
-    pub kind: String,
+    /// What kind of session it is.
+    pub kind: SessionKind,
     /// The process owning the session.
     pub pid: u32,
     /// The namespaces teleported.
@@ -27,7 +27,7 @@ pub struct Record {
     /// When it started (RFC 3339).
     pub started: String,
     /// `starting` until everything is forwarded, then `ready`.
-    pub state: String,
+    pub state: SessionState,
     /// For intercepts: what the cluster holds for this session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intercept: Option<InterceptRef>,
@@ -48,6 +48,51 @@ pub struct Record {
     /// versions, whose pid is then never signalled. See [`super::process`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
+}
+
+/// What kind of session a record is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKind {
+    /// `namespace teleport` (also under a workload teleport).
+    #[default]
+    Teleport,
+    /// `service intercept`.
+    Intercept,
+}
+
+impl std::fmt::Display for SessionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SessionKind::Teleport => "teleport",
+            SessionKind::Intercept => "intercept",
+        })
+    }
+}
+
+/// Where a session is in its life, as its record (or a listing) says.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    /// Connecting, checking, forwarding not yet complete.
+    #[default]
+    Starting,
+    /// Everything it was asked for is in place.
+    Ready,
+    /// Only in listings: the session runs in another PID namespace, where its record's state
+    /// cannot be trusted from here.
+    #[serde(rename = "unknown (other pid namespace)")]
+    Unknown,
+}
+
+impl std::fmt::Display for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SessionState::Starting => "starting",
+            SessionState::Ready => "ready",
+            SessionState::Unknown => "unknown (other pid namespace)",
+        })
+    }
 }
 
 /// Where an intercept's route lives in the cluster, so any later run can close it.
@@ -184,7 +229,7 @@ impl Record {
         let _ = std::fs::remove_file(Self::path(state_dir, &self.id));
         // The session's own socket, never the path the record names.
         let _ = std::fs::remove_file(socket_path(state_dir, &self.id));
-        if self.state == "ready" {
+        if self.state == SessionState::Ready {
             remove_log(state_dir, &self.id);
         }
         mark_closed(state_dir, &self.id);
@@ -355,14 +400,14 @@ mod tests {
         let state = std::env::temp_dir().join(format!("czctl-record-test-{}", std::process::id()));
         let record = Record {
             id: "tp-abc".into(),
-            kind: "teleport".into(),
+            kind: SessionKind::Teleport,
             pid: std::process::id(),
             namespaces: vec!["demo".into()],
             context: "kubesim".into(),
             hosts_file: "/etc/hosts".into(),
             socket: socket_path(&state, "tp-abc"),
             started: "2026-11-23T09:00:00Z".into(),
-            state: "ready".into(),
+            state: SessionState::Ready,
             ..Record::default()
         };
         record.save(&state).unwrap();

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::startup::check_namespace;
-use super::{run, session_id, want, TeleportOptions};
+use super::{run, want, TeleportOptions};
 use crate::cluster::client;
 use crate::detach::{self, Background};
 use crate::exit::{Code, Fatal};
@@ -16,6 +16,7 @@ use crate::hosts::HostsEditor;
 use crate::session::claim::{self, Claim};
 use crate::session::control::{self, Request, Response};
 use crate::session::record::Record;
+use crate::session::runtime::session_id;
 
 /// A teleport to start.
 #[derive(Debug)]
@@ -138,7 +139,7 @@ pub async fn launch(launch: Launch) -> Result<Launched, Fatal> {
     .await;
     match (started, record) {
         (Ok(_), Some(mut record)) => {
-            record.state = "ready".into();
+            record.state = crate::session::record::SessionState::Ready;
             Ok(Launched::Started(record))
         }
         (Err(e), record) => {

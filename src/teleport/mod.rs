@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loopback::alloc::Registry;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -43,6 +42,7 @@ use crate::hosts::BlockId;
 use crate::session::claim::Want;
 use crate::session::control;
 use crate::session::record;
+use crate::session::runtime::{announce_detached, session_id, Stop};
 use engine::Engine;
 use plan::Naming;
 use report::Report;
@@ -210,7 +210,7 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
             // With a command, stdout is the command's: change lines stay off it.
             engine.report().go_live();
         }
-        record.state = "ready".into();
+        record.state = crate::session::record::SessionState::Ready;
         record.save(&options.state_dir).map_err(|e| local(&e))?;
         let addresses = engine.running().count();
         match &options.command {
@@ -261,53 +261,6 @@ pub fn want(options: &TeleportOptions, context: &str, server: &str) -> Want {
         selector: options.labels.clone(),
         cluster_domain: options.cluster_domain.clone(),
         group: crate::session::group::current(),
-    }
-}
-
-/// What ends a session: SIGINT, SIGTERM, or a close request on the control socket.
-pub(crate) struct Stop {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    close_rx: mpsc::Receiver<()>,
-    pub(crate) close_tx: mpsc::Sender<()>,
-}
-
-impl Stop {
-    pub(crate) fn install() -> Result<Stop, Fatal> {
-        let signal_error =
-            |e: std::io::Error| Fatal::new(Code::Local, format!("cannot handle signals: {e}"));
-        let (close_tx, close_rx) = mpsc::channel(1);
-        Ok(Stop {
-            term: signal(SignalKind::terminate()).map_err(signal_error)?,
-            int: signal(SignalKind::interrupt()).map_err(signal_error)?,
-            close_rx,
-            close_tx,
-        })
-    }
-
-    /// Waits for a stop request; returns the signal to pass on to a command.
-    pub(crate) async fn requested(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.term.recv() => libc::SIGTERM,
-            _ = self.int.recv() => libc::SIGINT,
-            _ = self.close_rx.recv() => libc::SIGTERM,
-        }
-    }
-}
-
-/// The line a detached child prints on stdout when its session is ready.
-pub const READY_MARKER: &str = "czctl-session-ready";
-
-/// Tells the parent of a detached run that the session is ready, then sends stdout to the
-/// log (stderr) so later change lines do not hit a closed pipe.
-pub(crate) fn announce_detached(session: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{READY_MARKER} {session}");
-    let _ = out.flush();
-    // SAFETY: dup2 onto our own stdout descriptor; stderr is open (it is the session log).
-    unsafe {
-        libc::dup2(2, 1);
     }
 }
 
@@ -400,69 +353,4 @@ fn print_table(engine: &mut Engine, services: &BTreeSet<ObjectKey>, to_stderr: b
     }
     rows.sort_by(|a, b| (&a[0], a[1].is_empty(), &a[1]).cmp(&(&b[0], b[1].is_empty(), &b[1])));
     report::table(rows, to_stderr);
-}
-
-/// Whether a process runs: see [`crate::session::process::is_alive`] (pid only; session
-/// records are judged with [`crate::session::process::judge`]).
-pub use crate::session::process::is_alive;
-
-/// The current time as RFC 3339 UTC, second precision.
-pub(crate) fn now_rfc3339() -> String {
-    format!("{:.0}", jiff::Timestamp::now())
-}
-
-/// A short random session id such as `tp-k3x9q2`.
-pub fn session_id() -> String {
-    new_id("tp")
-}
-
-/// A short random id with a prefix: `PREFIX-k3x9q2`.
-pub fn new_id(prefix: &str) -> String {
-    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ (u64::from(std::process::id()) << 32);
-    let mut id = format!("{prefix}-");
-    for _ in 0..6 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        id.push(ALPHABET[(seed % ALPHABET.len() as u64) as usize] as char);
-    }
-    id
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_ids_are_short_and_safe() {
-        let id = session_id();
-        assert!(id.starts_with("tp-") && id.len() == 9, "{id}");
-        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
-    }
-
-    #[test]
-    fn timestamps_have_second_precision() {
-        let now = now_rfc3339();
-        assert_eq!(now.len(), "2026-11-23T09:00:00Z".len(), "{now}");
-        assert!(now.ends_with('Z'), "{now}");
-    }
-
-    #[test]
-    fn liveness() {
-        assert!(is_alive(std::process::id()));
-        assert!(!is_alive(0x7fff_fff0));
-        // An exited child that was not reaped yet is not alive.
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while is_alive(pid) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert!(!is_alive(pid), "a zombie counts as gone");
-        child.wait().unwrap();
-    }
 }

@@ -568,14 +568,14 @@ pub fn stale_session(state: &Path, hosts: &Path, id: &str) {
     use czctl::session::record::{self, Record};
     let record = Record {
         id: id.into(),
-        kind: "teleport".into(),
+        kind: czctl::session::record::SessionKind::Teleport,
         pid: DEAD_PID,
         namespaces: vec!["demo".into()],
         context: "kubesim".into(),
         hosts_file: hosts.to_path_buf(),
         socket: record::socket_path(state, id),
         started: "2026-01-01T00:00:00Z".into(),
-        state: "ready".into(),
+        state: czctl::session::record::SessionState::Ready,
         ..Record::default()
     };
     record.save(state).expect("write a stale session record");
