@@ -15,6 +15,8 @@ use crate::detach::Background;
 use crate::exit::{Code, Fatal};
 use crate::export::ExportOptions;
 use crate::session::manage::{self, Places, Which};
+use crate::session::process::Liveness;
+use crate::session::record::{Record, SessionKind};
 use crate::teleport::launch::{launch, Launch, Launched};
 use crate::teleport::{self, TeleportOptions};
 
@@ -157,7 +159,7 @@ async fn intercept(args: InterceptArgs, cluster: &ClusterArgs) -> Result<i32, Fa
     };
     if args.close {
         let places = places(PathBuf::from("/etc/hosts"));
-        let said = crate::session::intercepts::close_intercepts(
+        let said = crate::intercept::leftovers::close_intercepts(
             &places,
             &client,
             args.namespace.as_deref(),
@@ -391,7 +393,7 @@ async fn status(args: StatusArgs) -> Result<(), Fatal> {
 
 async fn list(output: Output) -> Result<(), Fatal> {
     let mut sessions = manage::list(&places(PathBuf::from("/etc/hosts")))?;
-    crate::session::intercepts::mark_expired(&mut sessions).await;
+    crate::intercept::leftovers::mark_expired(&mut sessions).await;
     match output {
         Output::Json | Output::Yaml => {
             print_data(output, &serde_json::json!({ "sessions": sessions }))?
@@ -441,7 +443,14 @@ async fn close(args: CloseArgs) -> Result<(), Fatal> {
             group: crate::session::group::current(),
         },
     };
-    let closing = manage::close(&places(args.hosts_file), &which, args.force, args.forget).await;
+    let closing = manage::close(
+        &places(args.hosts_file),
+        &which,
+        args.force,
+        args.forget,
+        &mut Kinds::default(),
+    )
+    .await;
     for line in &closing.said {
         outln!("{line}");
     }
@@ -462,6 +471,49 @@ async fn close(args: CloseArgs) -> Result<(), Fatal> {
         message.push_str(&format!("\n- {}", e.message));
     }
     Err(Fatal::new(first.code, message))
+}
+
+/// What each kind of session leaves behind, for `session close`.
+#[derive(Default)]
+struct Kinds {
+    teleport: crate::teleport::leftovers::Leftovers,
+}
+
+impl manage::Leftovers for Kinds {
+    fn check(&self, places: &Places) -> Result<(), Fatal> {
+        self.teleport.check(places)
+    }
+
+    async fn clean(
+        &mut self,
+        places: &Places,
+        record: &Record,
+        liveness: &Liveness,
+        force: bool,
+    ) -> Result<String, Fatal> {
+        match record.kind {
+            SessionKind::Teleport => self.teleport.clean(places, record, liveness),
+            SessionKind::Intercept => {
+                crate::intercept::leftovers::clean(places, record, force).await
+            }
+        }
+    }
+
+    fn forget(
+        &mut self,
+        places: &Places,
+        record: &Record,
+        liveness: &Liveness,
+    ) -> Result<String, Fatal> {
+        match record.kind {
+            SessionKind::Teleport => self.teleport.forget(places, record, liveness),
+            SessionKind::Intercept => Ok(crate::intercept::leftovers::forget(places, record)),
+        }
+    }
+
+    fn sweep(&mut self, places: &Places, out: &mut manage::Closing) {
+        self.teleport.sweep(places, out);
+    }
 }
 
 /// Prints data as JSON or YAML on stdout.

@@ -25,6 +25,7 @@
 
 pub mod close;
 pub mod heartbeat;
+pub mod leftovers;
 pub mod manifests;
 pub mod names;
 pub mod nginx;

@@ -11,7 +11,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{DeleteParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::{debug, info};
 
@@ -23,15 +22,8 @@ pub const CRD_NAME: &str = "sessions.czctl.dev";
 /// The ConfigMap key holding the body.
 const CONFIGMAP_KEY: &str = "session.json";
 
-/// The kind of object the record is stored in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// A `Session` custom resource.
-    Crd,
-    /// A labelled ConfigMap.
-    Configmap,
-}
+/// The kind of object the record is stored in (local session records name it too).
+pub use crate::session::record::Backend;
 
 /// A record as read from the cluster: the object's metadata (written back as read, so a
 /// replace is checked against its resourceVersion) and the body.

@@ -1,18 +1,43 @@
 //! Listing, inspecting and closing sessions from any czctl run: live ones through their
 //! control socket, stale ones (their process is gone) by undoing what they left behind.
+//!
+//! What a stale session left depends on its kind (a teleport's hosts block and addresses, an
+//! intercept's route in the cluster): each kind says how to undo it through [`Leftovers`], and
+//! the command wires them in, so this module imports neither teleport nor intercept.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-use loopback::Registry;
 
 use super::control::{self, Request, Response};
 use super::process::{Liveness, Verified};
 use super::record::{self, Invalid, Record};
 use super::status::Status;
 use crate::exit::{Code, Fatal};
-use crate::hosts::{parse_blocks, BlockId, HostsEditor};
+
+/// What closing a session whose process is over needs from the kind of session it was.
+pub trait Leftovers {
+    /// Refuses, before anything is closed, when what `close --all` sweeps cannot be swept.
+    fn check(&self, places: &Places) -> Result<(), Fatal>;
+    /// Undoes what a session whose process is over left, and removes its record; says what was
+    /// done.
+    fn clean(
+        &mut self,
+        places: &Places,
+        record: &Record,
+        liveness: &Liveness,
+        force: bool,
+    ) -> impl std::future::Future<Output = Result<String, Fatal>>;
+    /// `--forget`: discards what the session left on this machine, and its record, without
+    /// asking the cluster; says what was removed and what stays where.
+    fn forget(
+        &mut self,
+        places: &Places,
+        record: &Record,
+        liveness: &Liveness,
+    ) -> Result<String, Fatal>;
+    /// After `close --all`: removes what no record names any more.
+    fn sweep(&mut self, places: &Places, out: &mut Closing);
+}
 
 /// Where sessions and their leftovers live.
 #[derive(Debug, Clone)]
@@ -41,10 +66,10 @@ pub struct Listed {
 }
 
 /// The valid records, each with whether its process runs, and the invalid record files.
-pub(super) type Judged = (Vec<(Record, Liveness)>, Vec<Invalid>);
+pub type Judged = (Vec<(Record, Liveness)>, Vec<Invalid>);
 
 /// Reads and judges every record of the state directory.
-pub(super) fn judged(places: &Places) -> Result<Judged, Fatal> {
+pub fn judged(places: &Places) -> Result<Judged, Fatal> {
     let (records, invalid) =
         record::scan(&places.state_dir).map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
     let records = records
@@ -163,13 +188,16 @@ pub struct Closing {
 /// cluster, saying what stays there. Invalid record files are reported (each a failure, with
 /// how to remove it) and never acted upon; `--all` leaves sessions of another PID namespace
 /// alone (whether they run cannot be told from here) and says so.
-pub async fn close(places: &Places, which: &Which, force: bool, forget: bool) -> Closing {
+pub async fn close(
+    places: &Places,
+    which: &Which,
+    force: bool,
+    forget: bool,
+    kinds: &mut impl Leftovers,
+) -> Closing {
     let mut out = Closing::default();
-    let mut editors = Editors::default();
-    // The hosts file swept for stale blocks: refused up front, before anything is closed, when
-    // it is not a regular file (reading a FIFO would block, a device is no hosts file).
-    if let Some(refusal) = crate::hosts::not_regular(&places.hosts_file) {
-        out.failed.push(Fatal::new(Code::Local, refusal));
+    if let Err(refusal) = kinds.check(places) {
+        out.failed.push(refusal);
         return out;
     }
     let (all, invalid) = match judged(places) {
@@ -238,13 +266,13 @@ pub async fn close(places: &Places, which: &Which, force: bool, forget: bool) ->
         }
     };
     for (record, liveness) in chosen {
-        match close_one(places, &record, &liveness, force, forget, &mut editors).await {
+        match close_one(places, &record, &liveness, force, forget, kinds).await {
             Ok(lines) => out.said.extend(lines),
             Err(e) => out.failed.push(e),
         }
     }
     if matches!(which, Which::All { .. }) {
-        sweep_hosts(places, &mut editors, &mut out);
+        kinds.sweep(places, &mut out);
         for id in super::logs::sweep_orphans(&places.state_dir) {
             out.said.push(format!(
                 "removed the log of session {id}, whose start was killed before it had a record"
@@ -257,55 +285,6 @@ pub async fn close(places: &Places, which: &Which, force: bool, forget: bool) ->
     out
 }
 
-/// Removes the stale czctl blocks of the swept hosts file, one by one: a block is stale when
-/// its owner is (see [`super::process::block_owner_alive`]), so the block of a session in
-/// another PID namespace stays.
-fn sweep_hosts(places: &Places, editors: &mut Editors, out: &mut Closing) {
-    let stale = |text: &str| -> Vec<(String, u32)> {
-        parse_blocks(text)
-            .iter()
-            .filter(|b| {
-                b.terminated()
-                    && !super::process::block_owner_alive(&places.state_dir, b.session(), b.pid())
-            })
-            .map(|b| (b.session().to_string(), b.pid()))
-            .collect()
-    };
-    let blocks = match std::fs::read(&places.hosts_file) {
-        Ok(bytes) => stale(&String::from_utf8_lossy(&bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            out.said.push(format!(
-                "hosts file {} does not exist: no stale blocks to look for there",
-                places.hosts_file.display()
-            ));
-            return;
-        }
-        Err(e) => {
-            out.failed.push(Fatal::new(
-                Code::Local,
-                format!("cannot read {}: {e}", places.hosts_file.display()),
-            ));
-            return;
-        }
-    };
-    for (session, pid) in blocks {
-        let removed = BlockId::new(session.clone(), pid)
-            .map_err(|e| Fatal::new(Code::Local, e.to_string()))
-            .and_then(|block| {
-                editors
-                    .get(&places.hosts_file, &places.state_dir)?
-                    .remove(&block)
-                    .map_err(|e| Fatal::new(Code::Local, e.to_string()))
-            });
-        match removed {
-            Ok(_) => out.said.push(format!(
-                "removed a stale hosts block of session {session} (pid {pid})"
-            )),
-            Err(e) => out.failed.push(e),
-        }
-    }
-}
-
 /// Closes one session: stops its process, then undoes what it left (or, with `forget`, only
 /// its local traces). Only a verified process is ever signalled.
 async fn close_one(
@@ -314,7 +293,7 @@ async fn close_one(
     liveness: &Liveness,
     force: bool,
     forget: bool,
-    editors: &mut Editors,
+    kinds: &mut impl Leftovers,
 ) -> Result<Vec<String>, Fatal> {
     let mut said = Vec::new();
     let path = Record::path(&places.state_dir, &record.id);
@@ -326,14 +305,7 @@ async fn close_one(
             if ask_to_close(record).await {
                 said.push(format!("session {} closed", record.id));
             } else if forget && *liveness == Liveness::OtherNamespace {
-                remove_block(places, record, editors)?;
-                record.remove(&places.state_dir);
-                said.push(format!(
-                    "session {}: forgotten on this machine (it ran in another PID namespace and \
-                     its control socket did not answer): removed its record and hosts entries; \
-                     its addresses stay registered until the registry reclaims them",
-                    record.id
-                ));
+                said.push(kinds.forget(places, record, liveness)?);
                 return Ok(said);
             } else {
                 return Err(cannot_verify(places, record, liveness));
@@ -354,44 +326,11 @@ async fn close_one(
         now if now.is_stale() => now,
         _ => return Ok(said),
     };
-    let why = liveness.describe(record.pid);
-    if let Some(ic) = &record.intercept {
-        if forget {
-            record.remove(&places.state_dir);
-            said.push(format!(
-                "session {}: forgotten on this machine; left in namespace {} of context {}:                  its route on service {} (header {}), tunnel agent and heartbeat Lease. Once the                  heartbeat expires, `czctl service intercept {} -n {} --close` removes them from                  any machine; or by hand: kubectl -n {} delete deployment,service,secret,lease,networkpolicy -l {}={}",
-                record.id,
-                ic.namespace,
-                record.context,
-                ic.service,
-                ic.header,
-                ic.service,
-                ic.namespace,
-                ic.namespace,
-                crate::intercept::names::TUNNEL_LABEL,
-                record.id
-            ));
-            return Ok(said);
-        }
-        let cleaned = super::intercepts::clean_stale(places, record, force)
-            .await
-            .map_err(|e| {
-                Fatal::new(
-                    e.code,
-                    format!(
-                        "session {}: {}\nIf its cluster or kubeconfig is gone, discard it on this machine: czctl session close {} --forget",
-                        record.id, e.message, record.id
-                    ),
-                )
-            })?;
-        said.push(cleaned);
-        return Ok(said);
-    }
-    clean_stale(places, record, &liveness, editors)?;
-    said.push(format!(
-        "session {} was stale ({why}): removed its hosts entries and addresses",
-        record.id
-    ));
+    said.push(if forget {
+        kinds.forget(places, record, &liveness)?
+    } else {
+        kinds.clean(places, record, &liveness, force).await?
+    });
     Ok(said)
 }
 
@@ -431,31 +370,6 @@ fn cannot_verify(places: &Places, record: &Record, liveness: &Liveness) -> Fatal
             liveness.describe(record.pid)
         ),
     )
-}
-
-/// The hosts editors one `session close` uses, one per file, opened (and so elevated) only
-/// when there is something to remove.
-#[derive(Default)]
-struct Editors(HashMap<PathBuf, HostsEditor>);
-
-impl Editors {
-    fn get(&mut self, file: &Path, state_dir: &Path) -> Result<&HostsEditor, Fatal> {
-        if !self.0.contains_key(file) {
-            let editor = HostsEditor::open(file, state_dir, None)
-                .map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
-            self.0.insert(file.to_path_buf(), editor);
-        }
-        Ok(&self.0[file])
-    }
-}
-
-/// Whether `file` may need an edit: `wanted` says so about its text, and a file czctl cannot
-/// read is tried anyway (the edit then reports why it fails).
-fn needs_edit(file: &Path, wanted: impl Fn(&str) -> bool) -> bool {
-    match std::fs::read(file) {
-        Ok(bytes) => wanted(&String::from_utf8_lossy(&bytes)),
-        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
-    }
 }
 
 /// Asks a live session to close and waits for its process to end (SIGTERM, then SIGKILL, as
@@ -529,48 +443,4 @@ async fn ask_to_close(record: &Record) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     !file.exists()
-}
-
-/// Removes a session's hosts block (blocks are matched by session id).
-fn remove_block(places: &Places, record: &Record, editors: &mut Editors) -> Result<(), Fatal> {
-    let local = |e: &dyn std::fmt::Display| {
-        Fatal::new(Code::Local, format!("cleaning session {}: {e}", record.id))
-    };
-    let block = BlockId::new(record.id.clone(), record.pid).map_err(|e| local(&e))?;
-    let has_block = |text: &str| {
-        parse_blocks(text)
-            .iter()
-            .any(|b| b.session() == block.session())
-    };
-    if needs_edit(&record.hosts_file, has_block) {
-        editors
-            .get(&record.hosts_file, &places.state_dir)?
-            .remove(&block)
-            .map_err(|e| local(&e))?;
-    }
-    Ok(())
-}
-
-/// Undoes what a dead session left: its hosts block, its addresses, its record. The addresses
-/// are registered by pid: when the pid runs another process now, they are released only if
-/// that is no czctl (which may have registered addresses of its own under the same pid).
-fn clean_stale(
-    places: &Places,
-    record: &Record,
-    liveness: &Liveness,
-    editors: &mut Editors,
-) -> Result<(), Fatal> {
-    remove_block(places, record, editors)?;
-    let release = match liveness {
-        Liveness::Gone => true,
-        _ => super::process::runs_czctl(record.pid) == Some(false),
-    };
-    if release {
-        Registry::new(places.registry_dir.clone())
-            .release_all_of(record.pid)
-            .map_err(|e| Fatal::new(Code::Local, format!("cleaning session {}: {e}", record.id)))?;
-    }
-    record.remove(&places.state_dir);
-    record::remove_backup(&places.state_dir, &record.id);
-    Ok(())
 }

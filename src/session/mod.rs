@@ -6,7 +6,13 @@
 //! - [`status`]: what a session reports, and its table.
 //! - [`process`]: which process a record names, and whether it still runs (pid reuse, PID
 //!   namespaces), and signals that reach only it.
-//! - [`manage`]: `session list`, `status`, `session close` (live or stale, every one tried).
+//! - [`runtime`]: what a running session shares: ids, timestamps, the stop request, the ready
+//!   handshake of a background session.
+//! - [`manage`]: `session list`, `status`, `session close` (live or stale, every one tried);
+//!   each kind of session undoes what it left through [`manage::Leftovers`].
+//!
+//! This module is the runtime teleports and intercepts share: it imports neither of them,
+//! nor the hosts file.
 //! - [`group`]: the CI job a session belongs to (job-scoped `close --all`, reuse).
 //! - [`claim`]: one teleport per namespace set: reuse a live one or claim under a lock.
 //! - [`guard`]: until a session handles signals itself, they (and a timeout) end its start.
@@ -16,7 +22,6 @@ pub mod claim;
 pub mod control;
 pub mod group;
 pub mod guard;
-pub mod intercepts;
 pub mod logs;
 pub mod manage;
 pub mod process;

@@ -105,11 +105,21 @@ pub struct InterceptRef {
     /// The intercepted Service.
     pub service: String,
     /// Which kind of object holds the Session record.
-    pub backend: crate::intercept::store::Backend,
+    pub backend: Backend,
     /// The header route, for listings (`x-dev: alice`).
     pub header: String,
     /// Where matching requests go on this machine.
     pub local: String,
+}
+
+/// The kind of object an intercept's Session record is stored in, in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A `Session` custom resource.
+    Crd,
+    /// A labelled ConfigMap.
+    Configmap,
 }
 
 /// Why a record could not be read or written.

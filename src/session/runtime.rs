@@ -1,6 +1,6 @@
 //! What every long-running command shares while it runs: session ids and timestamps, the stop
 //! request (SIGINT, SIGTERM or a close on the control socket), and the ready handshake of a
-//! background session with the command that started it ([`crate::detach`]).
+//! background session with the command that started it (the other half is in `detach`).
 
 use std::io::Write;
 

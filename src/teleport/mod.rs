@@ -7,6 +7,7 @@
 //! - `startup`: the checks and preparations before anything is forwarded.
 //! - [`command`]: a command run under the teleport (`KIND teleport NAME -- CMD`).
 //! - [`launch`]: reuse a live session, start one in the background (default), or run here.
+//! - [`leftovers`]: what a crashed teleport left (hosts block, addresses), for `session close`.
 //!
 //! Order of a run: make sure the hosts file can be edited, directly or through a root helper
 //! started once with sudo (nothing changes before that), build the client (always as the
@@ -17,6 +18,7 @@
 pub mod command;
 pub mod engine;
 pub mod launch;
+pub mod leftovers;
 pub mod plan;
 pub mod report;
 mod startup;

@@ -1,17 +1,19 @@
-//! Closing intercepts from any czctl run: a stale local session's route, and with
-//! `service intercept SVC --close` every route of this machine plus any whose heartbeat expired.
+//! What an intercept leaves in the cluster, and closing it from any czctl run: a stale local
+//! session's route (for `session close`, through [`crate::session::manage::Leftovers`]), and
+//! with `service intercept SVC --close` every route of this machine plus any whose heartbeat
+//! expired.
 
 use kube::Client;
 
-use super::manage::{close_live, judged, Listed, Places};
-use super::record::{InterceptRef, Record};
+use super::close::{remove_route, Closed};
+use super::heartbeat;
+use super::names;
+use super::setup::{close_fatal, store_error};
+use super::store::RecordStore;
 use crate::cluster::client::{self, ClientOptions};
 use crate::exit::{Code, Fatal};
-use crate::intercept::close::{remove_route, Closed};
-use crate::intercept::heartbeat;
-use crate::intercept::names;
-use crate::intercept::setup::{close_fatal, store_error};
-use crate::intercept::store::RecordStore;
+use crate::session::manage::{close_live, judged, Listed, Places};
+use crate::session::record::{InterceptRef, Record, SessionState};
 
 async fn connect(options: &ClientOptions) -> Result<Client, Fatal> {
     client::connect(options)
@@ -21,12 +23,51 @@ async fn connect(options: &ClientOptions) -> Result<Client, Fatal> {
 }
 
 fn describe(session: &str, what: &str, closed: &Closed) -> String {
-    let done = crate::intercept::describe_closed(what, closed);
+    let done = super::describe_closed(what, closed);
     format!("session {session}: {done}")
 }
 
+/// Removes the route a dead session left in the cluster, then its record; a failure says how
+/// to discard the session when its cluster is gone.
+pub async fn clean(places: &Places, record: &Record, force: bool) -> Result<String, Fatal> {
+    clean_stale(places, record, force).await.map_err(|e| {
+        Fatal::new(
+            e.code,
+            format!(
+                "session {}: {}\nIf its cluster or kubeconfig is gone, discard it on this machine: czctl session close {} --forget",
+                record.id, e.message, record.id
+            ),
+        )
+    })
+}
+
+/// `--forget`: removes the session's record only, and says what stays in the cluster and
+/// how to remove it later.
+pub fn forget(places: &Places, record: &Record) -> String {
+    record.remove(&places.state_dir);
+    let Some(ic) = &record.intercept else {
+        return format!("session {}: forgotten on this machine", record.id);
+    };
+    format!(
+        "session {}: forgotten on this machine; left in namespace {} of context {}: its route on \
+         service {} (header {}), tunnel agent and heartbeat Lease. Once the heartbeat expires, \
+         `czctl service intercept {} -n {} --close` removes them from any machine; or by hand: \
+         kubectl -n {} delete deployment,service,secret,lease,networkpolicy -l {}={}",
+        record.id,
+        ic.namespace,
+        record.context,
+        ic.service,
+        ic.header,
+        ic.service,
+        ic.namespace,
+        ic.namespace,
+        names::TUNNEL_LABEL,
+        record.id
+    )
+}
+
 /// Removes the route a dead session left in the cluster, then its record.
-pub async fn clean_stale(places: &Places, record: &Record, force: bool) -> Result<String, Fatal> {
+async fn clean_stale(places: &Places, record: &Record, force: bool) -> Result<String, Fatal> {
     let Some(ic) = &record.intercept else {
         return Ok(String::new());
     };
@@ -112,7 +153,7 @@ pub async fn close_intercepts(
             said.push(if session.is_empty() {
                 format!(
                     "finished an interrupted close: {}",
-                    crate::intercept::describe_closed(&what, &closed)
+                    super::describe_closed(&what, &closed)
                 )
             } else {
                 describe(&session, &what, &closed) + " (its heartbeat had expired)"
@@ -131,7 +172,7 @@ pub async fn close_intercepts(
 pub async fn mark_expired(sessions: &mut [Listed]) {
     for listed in sessions
         .iter_mut()
-        .filter(|l| !l.stale && l.record.state == super::record::SessionState::Ready)
+        .filter(|l| !l.stale && l.record.state == SessionState::Ready)
     {
         let Some(ic) = listed.record.intercept.clone() else {
             continue;
