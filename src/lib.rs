@@ -51,6 +51,7 @@
 pub mod app;
 pub mod cli;
 pub mod cluster;
+mod commands;
 pub mod detach;
 pub mod docs;
 pub mod doctor;

@@ -23,6 +23,12 @@ pub mod parent;
 
 pub use parent::{ParentWatch, PARENT_ENV};
 
+/// The session id when this process is a background session's child (its parent set
+/// [`SESSION_ENV`]).
+pub fn child_session() -> Option<String> {
+    std::env::var(SESSION_ENV).ok()
+}
+
 /// A background session to start.
 #[derive(Debug, Clone)]
 pub struct Background {

@@ -17,7 +17,7 @@ const CLOSE_FIX: &str = "czctl session close --all removes them (the next `czctl
 /// see [`crate::session::process::block_owner_alive`]); `is_alive` says whether the pid of a
 /// block without a record runs.
 pub fn hosts_blocks(hosts_file: &Path, is_alive: impl Fn(u32) -> bool) -> Check {
-    let state_dir = crate::app::state_dir();
+    let state_dir = crate::paths::state_dir();
     let owner_alive =
         |b: &FoundBlock| block_owner_alive_by(&state_dir, b.session(), b.pid(), &is_alive);
     match std::fs::read_to_string(hosts_file) {
