@@ -50,19 +50,19 @@
 
 pub mod app;
 pub mod cli;
-pub mod cluster;
+pub(crate) mod cluster;
 mod commands;
 pub mod detach;
 pub mod docs;
-pub mod doctor;
+pub(crate) mod doctor;
 pub mod env;
 pub mod exit;
 pub mod export;
-pub mod forward;
+pub(crate) mod forward;
 pub mod hosts;
 pub mod intercept;
 pub mod output;
-pub mod paths;
+pub(crate) mod paths;
 pub mod session;
 pub mod teleport;
 pub mod tunnel;

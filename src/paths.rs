@@ -65,12 +65,6 @@ pub fn open_nofollow(path: &Path, options: &mut OpenOptions) -> io::Result<File>
     loopback::dirs::open_nofollow(path, options)
 }
 
-/// Opens the regular file `path` for writing, creating it with exactly `mode` if missing, never
-/// through a link; nothing is truncated (for lock files and append-only logs).
-pub fn open_or_create(path: &Path, mode: u32) -> io::Result<File> {
-    loopback::dirs::open_or_create(path, mode)
-}
-
 /// The user czctl acts for: `SUDO_UID` under sudo (running as root), else the effective user.
 pub fn invoking_uid() -> u32 {
     loopback::dirs::sudo_uid().unwrap_or_else(loopback::dirs::euid)

@@ -21,7 +21,7 @@ mod stale;
 
 use std::path::PathBuf;
 
-pub use check::{exit_code, render_json, render_text, Area, Check, Status};
+pub use check::{exit_code, render_json, render_text, Check, Status};
 
 use crate::cluster::client::ClientOptions;
 use crate::exit::{Code, Fatal};
