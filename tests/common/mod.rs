@@ -129,12 +129,28 @@ impl Czctl {
     }
 
     /// Waits until the ready line.
+    ///
+    /// czctl prints its table on stdout before the ready line on stderr, so once that line is
+    /// seen the table is in the stdout pipe. A marker line written into the same pipe now (through
+    /// czctl's own descriptor, `/proc/PID/fd/1`) comes after it: the table is every line before
+    /// the marker.
     pub fn wait_ready(&mut self) -> Vec<String> {
         self.wait_stderr("teleport ready", Duration::from_secs(60));
-        let mut table = Vec::new();
-        while let Ok(line) = self.stdout.recv_timeout(Duration::from_millis(200)) {
-            table.push(line);
+        const MARKER: &str = "\u{1}end-of-table";
+        {
+            use std::io::Write;
+            let fd = format!("/proc/{}/fd/1", self.child.id());
+            let mut pipe = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fd)
+                .unwrap_or_else(|e| panic!("cannot open czctl's stdout {fd}: {e}"));
+            writeln!(pipe, "{MARKER}").expect("write the end-of-table marker");
         }
+        let mut table =
+            wait_line(&self.stdout, MARKER, Duration::from_secs(30)).unwrap_or_else(|seen| {
+                panic!("the end-of-table marker never came back; saw {seen:#?}")
+            });
+        table.pop();
         table
     }
 
