@@ -5,8 +5,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use crate::cli::{
-    AgentCommand, Cli, CloseArgs, ClusterArgs, Command, InterceptArgs, LogFormat, NamespaceCommand,
-    Output, ServiceCommand, SessionCommand, StatusArgs, TeleportArgs, WorkloadCommand,
+    Cli, CloseArgs, ClusterArgs, Command, InterceptArgs, LogFormat, NamespaceCommand, Output,
+    ServiceCommand, SessionCommand, StatusArgs, TeleportArgs, WorkloadCommand,
     WorkloadTeleportArgs,
 };
 use crate::cluster::client::ClientOptions;
@@ -57,10 +57,6 @@ pub async fn run(cli: Cli) -> Result<i32, Fatal> {
             workload(WorkloadKind::Pod, args, &cluster, &globals).await
         }
         Command::Service(ServiceCommand::Intercept(args)) => intercept(args, &cluster).await,
-        Command::Agent(AgentCommand::Tunnel(args)) => crate::tunnel::agent::run(args)
-            .await
-            .map(|()| 0)
-            .map_err(|e| Fatal::new(Code::Failure, format!("{e:#}"))),
         Command::Status(args) => done(status(args).await),
         Command::Completion { shell } => {
             crate::docs::completion(shell, &mut std::io::stdout());
