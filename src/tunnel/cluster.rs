@@ -15,8 +15,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use cztunnel::message::write_line;
-use cztunnel::{read_line, relay, valid_token, Answer, Counters, Hello, RelayEnd, Signal};
+use cztunnel::{
+    read_line, relay, valid_token, write_line, Answer, Counters, Hello, RelayEnd, Signal,
+};
 
 use super::{Gauge, Tunnel, TunnelError, TunnelStats};
 use crate::forward::transport::{Opened, PodIo, Transport, TransportError};
@@ -399,9 +400,7 @@ async fn open(shared: &Shared) -> Result<(Conn, Duration, String), (Failure, Opt
     match Answer::parse(&line) {
         Ok(Answer::Accepted { keepalive }) => Ok((conn, keepalive, pod)),
         Ok(Answer::Denied { reason }) => Err(failed(Failure::Denied(reason))),
-        Err(e) => Err(failed(Failure::Other(format!(
-            "{where_} is not a tunnel agent: {e}"
-        )))),
+        Err(e) => Err(failed(Failure::Other(format!("{where_}: {e}")))),
     }
 }
 

@@ -52,8 +52,7 @@ pub fn agent_bin() -> PathBuf {
             .and_then(|m| m.modified())
             .unwrap_or_else(|e| {
                 panic!(
-                    "the intercept tests run the tunnel agent {}: {}: {e}; {build}",
-                    bin.display(),
+                    "{}: {e}; the intercept tests run the tunnel agent binary: {build}",
                     path.display()
                 )
             })

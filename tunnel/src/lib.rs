@@ -62,6 +62,7 @@ pub mod relay;
 
 pub use frame::{Frame, FrameCodec, FrameError, MAX_FRAME};
 pub use message::{
-    read_line, tokens_match, valid_token, Answer, Hello, ProtocolError, Signal, MAX_LINE, VERSION,
+    read_line, tokens_match, valid_token, write_line, Answer, Denial, Hello, ProtocolError, Signal,
+    MAX_LINE, VERSION,
 };
 pub use relay::{relay, Counters, RelayEnd};
