@@ -52,7 +52,7 @@
 //!
 //! - [`message`]: the hello and answer lines, the one-byte signals, the token rules.
 //! - [`frame`]: the frame codec (a [`tokio_util::codec`] `Decoder`/`Encoder`).
-//! - [`relay`]: copying between a plain stream and a framed tunnel connection.
+//! - [`relay`](mod@relay): copying between a plain stream and a framed tunnel connection.
 //! - [`agent`]: the in-cluster end: listeners, the line of parked connections, splicing.
 
 pub mod agent;
