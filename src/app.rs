@@ -1,12 +1,10 @@
 //! The composition root: parsed arguments → the command that runs them (one file each in
 //! [`crate::commands`]).
 
-use crate::cli::{
-    AgentCommand, Cli, Command, NamespaceCommand, ServiceCommand, SessionCommand, WorkloadCommand,
-};
+use crate::cli::{Cli, Command, NamespaceCommand, ServiceCommand, SessionCommand, WorkloadCommand};
 use crate::cluster::workload::WorkloadKind;
 use crate::commands::{self, Globals};
-use crate::exit::{Code, Fatal};
+use crate::exit::Fatal;
 
 /// Runs the command the user asked for; returns the exit code (a command run under a
 /// workload teleport passes its own code on).
@@ -39,10 +37,6 @@ pub async fn run(cli: Cli) -> Result<i32, Fatal> {
         Command::Service(ServiceCommand::Intercept(args)) => {
             commands::service_intercept::run(args, &cluster).await
         }
-        Command::Agent(AgentCommand::Tunnel(args)) => crate::tunnel::agent::run(args)
-            .await
-            .map(|()| 0)
-            .map_err(|e| Fatal::new(Code::Failure, format!("{e:#}"))),
         Command::Status(args) => done(commands::status::run(args).await),
         Command::Completion { shell } => {
             crate::docs::completion(shell, &mut std::io::stdout());

@@ -83,9 +83,6 @@ pub enum Command {
     Session(SessionCommand),
     /// Check that czctl can work here: kubeconfig, API server, rights, hosts file, addresses.
     Doctor(DoctorArgs),
-    /// The in-cluster end of czctl's tunnel (run inside the cluster by czctl's image).
-    #[command(subcommand, hide = true)]
-    Agent(AgentCommand),
     /// Print a shell completion script (for example: czctl completion bash > /etc/bash_completion.d/czctl).
     Completion {
         /// The shell.
@@ -235,7 +232,7 @@ pub struct InterceptArgs {
     /// The router's NGINX image.
     #[arg(long, value_name = "IMAGE", default_value = crate::intercept::manifests::DEFAULT_ROUTER_IMAGE)]
     pub router_image: String,
-    /// The tunnel agent's image (czctl's own).
+    /// The tunnel agent's image (czctl's own czctl-agent).
     #[arg(long, value_name = "IMAGE", default_value = crate::intercept::manifests::DEFAULT_AGENT_IMAGE)]
     pub agent_image: String,
     /// How long the start may wait for the router and the tunnel agent (90s, 5m, or seconds).
@@ -252,13 +249,6 @@ pub enum TunnelKind {
     Cluster,
     /// Through an ngrok endpoint (needs NGROK_AUTHTOKEN).
     Ngrok,
-}
-
-/// `czctl agent ...` (in the cluster).
-#[derive(Debug, Subcommand)]
-pub enum AgentCommand {
-    /// Serve the in-cluster end of a cluster tunnel.
-    Tunnel(crate::tunnel::agent::AgentArgs),
 }
 
 /// `czctl KIND ...` for workloads.

@@ -21,7 +21,8 @@
 //! - [`exit`]: exit codes and the error type that carries them.
 //! - [`env`], [`export`]: `KIND teleport NAME`: a workload's environment as the kubelet resolves
 //!   it, written in a format all its readers agree on, then a teleport with an optional command.
-//! - [`tunnel`]: reverse tunnels to the laptop (the in-cluster agent and the laptop end).
+//! - [`tunnel`]: reverse tunnels to the laptop (the laptop end; the protocol and the in-cluster
+//!   agent, `czctl-agent`, are the `cztunnel` crate in `tunnel/`).
 //! - [`paths`]: where czctl keeps its files (state, registry) and the checks that keep them
 //!   its own (private directories, no symlinks followed).
 //!
@@ -43,7 +44,7 @@
 //! service intercept:
 //! intercept::setup ──▶ Session record (intercept::store) ──▶ decoy, tunnel agent, Lease
 //!        └─▶ intercept::publish (nginx.conf, router rollout) ──ready──▶ checked Service patch
-//! router pod ──header──▶ agent (tunnel::agent) ◀──parked port-forwards── tunnel::cluster ──▶ local
+//! router pod ──header──▶ czctl-agent (cztunnel) ◀──parked port-forwards── tunnel::cluster ──▶ local
 //! intercept::close ──▶ route removed; the last one restores the Service, drops the finalizer,
 //!                      deletes the record (ownerReferences take the rest)
 //! ```

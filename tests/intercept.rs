@@ -1,6 +1,7 @@
 //! `czctl service intercept` end to end against kubesim: the router is real NGINX, the tunnel
-//! agent is the czctl binary run as a pod, traffic enters through the Service's ClusterIP as
-//! it would from another pod, and the developer's server is a local echo server.
+//! agent is this build's `czctl-agent` binary run as a pod, traffic enters through the
+//! Service's ClusterIP as it would from another pod, and the developer's server is a local
+//! echo server.
 
 mod common;
 
@@ -13,7 +14,7 @@ use common::*;
 use serde_json::Value;
 
 fn start_sim(extra: &[&str]) -> KubeSim {
-    let image = format!("ghcr.io/czctl/czctl={}", env!("CARGO_BIN_EXE_czctl"));
+    let image = agent_run_image();
     let mut args = vec!["--run-image", image.as_str()];
     args.extend_from_slice(extra);
     kubesim(&["demo"], &args)

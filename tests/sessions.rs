@@ -327,8 +327,7 @@ fn a_failing_teleport_exits_with_its_code_and_leaves_nothing() {
 
 #[test]
 fn close_all_goes_on_past_a_dead_intercept_which_forget_then_discards() {
-    let image = format!("ghcr.io/czctl/czctl={}", env!("CARGO_BIN_EXE_czctl"));
-    let sim = kubesim(&["demo"], &["--run-image", &image]);
+    let sim = kubesim(&["demo"], &["--run-image", &agent_run_image()]);
     let hosts = hosts_file(&sim, "dead-ic");
     let state = sim.dir.join("state-dead-ic");
     let own = sim.dir.join("kubeconfig-intercept");

@@ -13,8 +13,9 @@ use super::shape::{router_port, ROUTER_HEALTH_PORT, ROUTER_HTTP_PORT};
 
 /// The router image: NGINX running as UID 101 on 8080.
 pub const DEFAULT_ROUTER_IMAGE: &str = "nginxinc/nginx-unprivileged:1.27-alpine-slim";
-/// The tunnel agent image: czctl itself (`czctl agent tunnel`).
-pub const DEFAULT_AGENT_IMAGE: &str = concat!("ghcr.io/czctl/czctl:", env!("CARGO_PKG_VERSION"));
+/// The tunnel agent image: `czctl-agent` alone (tunnel/Dockerfile), tagged with czctl's version.
+pub const DEFAULT_AGENT_IMAGE: &str =
+    concat!("ghcr.io/czctl/czctl-agent:", env!("CARGO_PKG_VERSION"));
 /// The agent's control port (the laptop's parked connections arrive here).
 pub const AGENT_CONTROL_PORT: u16 = 7000;
 /// The agent's data port (the router's requests arrive here).
@@ -174,7 +175,7 @@ pub fn tunnel_secret(common: &Common<'_>, session: &str, token: &str) -> Value {
     })
 }
 
-/// The tunnel's in-cluster end: `czctl agent tunnel`.
+/// The tunnel's in-cluster end: `czctl-agent`.
 pub fn tunnel(common: &Common<'_>, session: &str, image: &str) -> Value {
     let name = names::session_part(common.service, session);
     let mut pod_labels = names::labels(common.service);
@@ -194,9 +195,8 @@ pub fn tunnel(common: &Common<'_>, session: &str, image: &str) -> Value {
                     "containers": [{
                         "name": "tunnel",
                         "image": image,
-                        "command": ["czctl"],
-                        "args": ["agent", "tunnel",
-                                 "--control-port", AGENT_CONTROL_PORT.to_string(),
+                        "command": ["czctl-agent"],
+                        "args": ["--control-port", AGENT_CONTROL_PORT.to_string(),
                                  "--data-port", AGENT_DATA_PORT.to_string()],
                         "env": [
                             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},

@@ -9,13 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::protocol::{self, Answer, Counters, RelayEnd, PING, PONG, READY, REFUSED, START};
+use cztunnel::{
+    read_line, relay, valid_token, write_line, Answer, Counters, Hello, RelayEnd, Signal,
+};
+
 use super::{Gauge, Tunnel, TunnelError, TunnelStats};
 use crate::forward::transport::{Opened, PodIo, Transport, TransportError};
 
@@ -74,7 +77,7 @@ impl ClusterTunnel {
             transport,
             namespace: namespace.into(),
             resolve,
-            control_port: super::agent::DEFAULT_CONTROL_PORT,
+            control_port: cztunnel::agent::DEFAULT_CONTROL_PORT,
             token: token.into(),
             pool_size: DEFAULT_POOL_SIZE,
             deny_grace: DEFAULT_DENY_GRACE,
@@ -109,7 +112,7 @@ impl ClusterTunnel {
         stop: CancellationToken,
         stats: Arc<TunnelStats>,
     ) -> Result<(), TunnelError> {
-        if !protocol::valid_token(&self.token) {
+        if !valid_token(&self.token) {
             return Err(TunnelError::Config(
                 "the tunnel token must be 1 to 256 printable ASCII characters without spaces"
                     .into(),
@@ -378,17 +381,12 @@ async fn open(shared: &Shared) -> Result<(Conn, Duration, String), (Failure, Opt
             e => failed(Failure::Other(format!("port-forward to {where_}: {e}"))),
         })?;
     let mut conn = BufReader::new(stream);
-    let hello = protocol::hello_line(&config.token);
-    let sent = async {
-        conn.write_all(hello.as_bytes()).await?;
-        conn.flush().await
-    };
-    if let Err(e) = sent.await {
+    if let Err(e) = write_line(&mut conn, &Hello::new(config.token.as_str()).line()).await {
         return Err(failed(Failure::Other(format!(
             "sending the hello to {where_}: {e}"
         ))));
     }
-    let line = match protocol::read_line(&mut conn).await {
+    let line = match read_line(&mut conn).await {
         Ok(Some(line)) => line,
         Ok(None) | Err(_) => {
             // A refused port reports on the error channel around the time the stream ends.
@@ -399,12 +397,10 @@ async fn open(shared: &Shared) -> Result<(Conn, Duration, String), (Failure, Opt
             return Err(failed(Failure::Other(format!("{where_}: {reason}"))));
         }
     };
-    match protocol::parse_answer(&line) {
-        Answer::Accepted(keepalive) => Ok((conn, keepalive, pod)),
-        Answer::Denied(reason) => Err(failed(Failure::Denied(reason))),
-        Answer::Malformed(line) => Err(failed(Failure::Other(format!(
-            "{where_} is not a tunnel agent (it answered {line:?})"
-        )))),
+    match Answer::parse(&line) {
+        Ok(Answer::Accepted { keepalive }) => Ok((conn, keepalive, pod)),
+        Ok(Answer::Denied { reason }) => Err(failed(Failure::Denied(reason))),
+        Err(e) => Err(failed(Failure::Other(format!("{where_}: {e}")))),
     }
 }
 
@@ -412,23 +408,20 @@ async fn open(shared: &Shared) -> Result<(Conn, Duration, String), (Failure, Opt
 async fn wait_for_start(conn: &mut Conn, keepalive: Duration) -> Result<(), String> {
     let silence = keepalive * SILENT_INTERVALS;
     loop {
-        match tokio::time::timeout(silence, conn.read_u8()).await {
+        match tokio::time::timeout(silence, Signal::read(conn)).await {
             Err(_) => return Err(format!("the agent was silent for {silence:?}")),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Err("closed by the agent".into())
             }
             Ok(Err(e)) => return Err(e.to_string()),
-            Ok(Ok(PING)) => {
-                let pong = async {
-                    conn.write_all(&[PONG]).await?;
-                    conn.flush().await
-                };
-                if let Err(e) = pong.await {
+            Ok(Ok(Ok(Signal::Ping))) => {
+                if let Err(e) = Signal::Pong.write(conn).await {
                     return Err(format!("answering a keepalive: {e}"));
                 }
             }
-            Ok(Ok(START)) => return Ok(()),
-            Ok(Ok(other)) => return Err(format!("unexpected byte {other} from the agent")),
+            Ok(Ok(Ok(Signal::Start))) => return Ok(()),
+            Ok(Ok(Ok(other))) => return Err(format!("unexpected signal {other:?} from the agent")),
+            Ok(Ok(Err(e))) => return Err(format!("from the agent: {e}")),
         }
     }
 }
@@ -452,20 +445,13 @@ async fn session(mut conn: Conn, shared: Arc<Shared>) {
             let message = format!("local target {local}: {reason}");
             warn!("{message}; closing the tunnel connection");
             stats.record_error(message);
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                conn.write_all(&[REFUSED]).await?;
-                conn.flush().await
-            })
-            .await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), Signal::Refused.write(&mut conn))
+                .await;
             return;
         }
     };
     let _ = target.set_nodelay(true);
-    let ready = async {
-        conn.write_all(&[READY]).await?;
-        conn.flush().await
-    };
-    if let Err(e) = ready.await {
+    if let Err(e) = Signal::Ready.write(&mut conn).await {
         stats.record_error(format!("the tunnel connection closed at its start: {e}"));
         return;
     }
@@ -475,7 +461,7 @@ async fn session(mut conn: Conn, shared: Arc<Shared>) {
         into_tunnel: Some(&stats.bytes_up),
     };
     let end = tokio::select! {
-        end = protocol::relay(target, conn, counters) => end,
+        end = relay(target, conn, counters) => end,
         _ = shared.stop.cancelled() => return,
     };
     if let RelayEnd::Aborted(reason) = end {

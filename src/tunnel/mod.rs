@@ -1,12 +1,13 @@
 //! Reverse tunnels: connections that arrive in the cluster are handed to a server on the
 //! developer's laptop.
 //!
-//! The [`cluster`] tunnel goes through the cluster itself: an agent pod (`czctl agent tunnel`,
-//! [`agent`]) listens on a control port and a data port. The laptop opens connections to the
-//! control port through the pod port-forward API (a [`Transport`](crate::forward::transport::Transport)),
-//! so only the cluster's own authentication guards it, and keeps a few of them parked at the
-//! agent. A client (the intercept router, NGINX) that connects to the data port is spliced to a
-//! parked connection, and the laptop connects it to its local target.
+//! The [`cluster`] tunnel goes through the cluster itself: an agent pod runs `czctl-agent`
+//! (the [`cztunnel`] crate, image `ghcr.io/czctl/czctl-agent:VERSION`), which listens on a
+//! control port and a data port. The laptop opens connections to the control port through the
+//! pod port-forward API (a [`Transport`](crate::forward::transport::Transport)), so only the
+//! cluster's own authentication guards it, and keeps a few of them parked at the agent. A
+//! client (the intercept router, NGINX) that connects to the data port is spliced to a parked
+//! connection, and the laptop connects it to its local target.
 //!
 //! ```text
 //!  NGINX ──TCP──▶ agent :7001 (data) ◀──splice──▶ parked connection ◀── agent :7000 (control)
@@ -14,44 +15,18 @@
 //!  laptop: local server ◀──TCP── ClusterTunnel ──port-forward (kube API)──┘
 //! ```
 //!
+//! The wire protocol (hello and answer lines, one-byte signals, frames) is documented and
+//! implemented in [`cztunnel`]; both ends use its types, so they cannot drift apart. This
+//! module holds what needs czctl: the port-forward transport and ngrok.
+//!
 //! Other tunnel kinds (ngrok) implement the same small [`Tunnel`] trait.
 //!
-//! # Wire protocol (version 1), on each control connection
-//!
-//! 1. Hello, laptop → agent, one line: `CZTUN/1 TOKEN\n` (at most 512 bytes, sent within 10 s).
-//! 2. Answer, agent → laptop, one line:
-//!    - `OK KEEPALIVE_MS\n`: accepted; the connection is now *parked*.
-//!    - `DENIED REASON\n`, then the agent closes: wrong token (compared in constant time),
-//!      another protocol version (the reason names the one the agent speaks), or a malformed
-//!      hello. The agent logs the reason and the peer, never the token.
-//! 3. Parked, one byte at a time:
-//!    - agent → laptop `P` (ping) every KEEPALIVE_MS; the laptop answers `p` (pong). The agent
-//!      drops a parked connection whose previous ping is still unanswered when the next is due;
-//!      the laptop drops one that has been silent for three intervals, and opens another.
-//!    - agent → laptop `S` (start): a client connected to the data port. The agent now waits
-//!      (up to 10 s, skipping pongs still in flight) for one byte from the laptop:
-//!      - `R` (ready): the laptop connected to its local target; frames follow both ways.
-//!      - `X` (refused): the local target refused; both sides close, and the agent closes the
-//!        client (NGINX answers 502).
-//!      - EOF, an error or silence: the parked connection was dead; the agent tries the next.
-//! 4. Frames, both ways after `R`: a 4-byte big-endian length, then that many bytes (at most
-//!    65536). A zero length ends that direction (the receiver shuts down writing to its plain
-//!    side), so half-closes pass even though the WebSocket port-forward cannot half-close. The
-//!    connection ends when both directions have ended; closing it without an end frame aborts.
-//!
-//! The agent reads nothing from a client before the laptop said `R`, so a dead parked
-//! connection never loses request bytes. A client that finds nothing parked waits up to the
-//! park timeout (5 s) for one, then is closed.
-//!
-//! - [`protocol`]: the lines, signals, token comparison and the framed relay.
-//! - [`agent`]: the in-cluster end (`czctl agent tunnel`).
 //! - [`cluster`]: the laptop end over port-forward, with its pool and reconnects.
+//! - [`ngrok`]: an ngrok endpoint instead of the agent.
 //! - [`token`]: per-session tokens.
 
-pub mod agent;
 pub mod cluster;
 pub mod ngrok;
-pub mod protocol;
 pub mod token;
 
 #[cfg(test)]

@@ -37,6 +37,52 @@ pub fn kubesim(fixtures: &[&str], extra: &[&str]) -> KubeSim {
     KubeSim::start(&binary, &refs, extra)
 }
 
+/// The repository of czctl's tunnel agent image (`DEFAULT_AGENT_IMAGE` without its tag).
+pub const AGENT_REPOSITORY: &str = "ghcr.io/czctl/czctl-agent";
+
+/// The `czctl-agent` binary of this build, beside czctl's in the target directory. `cargo test
+/// --workspace` builds it (the cztunnel package's own test runs it); a test run of czctl alone
+/// does not, so a missing binary, or one older than a source it was built from (cargo's
+/// dep-info file beside it lists them), fails here naming the command that builds it.
+pub fn agent_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_czctl")).with_file_name("czctl-agent");
+    let build = "build it with `cargo build -p cztunnel --bin czctl-agent` (`cargo test --workspace` builds it)";
+    let modified = |path: &Path| {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}; the intercept tests run the tunnel agent binary: {build}",
+                    path.display()
+                )
+            })
+    };
+    let built = modified(&bin);
+    let dep_info = bin.with_extension("d");
+    let deps = std::fs::read_to_string(&dep_info).unwrap_or_else(|e| {
+        panic!("{}: {e}; {build}", dep_info.display());
+    });
+    // `TARGET: SOURCE SOURCE ...`, spaces in paths escaped with a backslash.
+    let first = deps.lines().next().unwrap_or_default();
+    let (_, sources) = first.split_once(": ").expect("a dep-info line");
+    let sources = sources.trim().replace("\\ ", "\0");
+    for source in sources.split_whitespace() {
+        let source = PathBuf::from(source.replace('\0', " "));
+        assert!(
+            modified(&source) <= built,
+            "{} is older than {}: {build}",
+            bin.display(),
+            source.display()
+        );
+    }
+    bin
+}
+
+/// `--run-image` for kubesim: the agent image runs this build's `czctl-agent`.
+pub fn agent_run_image() -> String {
+    format!("{AGENT_REPOSITORY}={}", agent_bin().display())
+}
+
 /// A private hosts file for one test.
 pub fn hosts_file(sim: &KubeSim, name: &str) -> PathBuf {
     let path = sim.dir.join(format!("hosts-{name}"));

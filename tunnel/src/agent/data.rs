@@ -3,13 +3,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::pool::{Conn, Pool};
-use crate::tunnel::protocol::{self, Counters, RelayEnd, PONG, READY, REFUSED, START};
+use crate::message::Signal;
+use crate::relay::{relay, Counters, RelayEnd};
 
 /// How a start signal was answered.
 #[derive(Debug)]
@@ -26,21 +26,18 @@ enum Started {
 /// skipped).
 async fn start(conn: &mut Conn, timeout: Duration) -> Started {
     let deadline = Instant::now() + timeout;
-    let signal = async {
-        conn.write_all(&[START]).await?;
-        conn.flush().await
-    };
-    match tokio::time::timeout_at(deadline, signal).await {
+    match tokio::time::timeout_at(deadline, Signal::Start.write(conn)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Started::Dead(format!("sending the start signal: {e}")),
         Err(_) => return Started::Dead("the start signal could not be sent in time".into()),
     }
     loop {
-        match tokio::time::timeout_at(deadline, conn.read_u8()).await {
-            Ok(Ok(PONG)) => continue,
-            Ok(Ok(READY)) => return Started::Ready,
-            Ok(Ok(REFUSED)) => return Started::Refused,
-            Ok(Ok(other)) => return Started::Dead(format!("unexpected answer byte {other}")),
+        match tokio::time::timeout_at(deadline, Signal::read(conn)).await {
+            Ok(Ok(Ok(Signal::Pong))) => continue,
+            Ok(Ok(Ok(Signal::Ready))) => return Started::Ready,
+            Ok(Ok(Ok(Signal::Refused))) => return Started::Refused,
+            Ok(Ok(Ok(other))) => return Started::Dead(format!("unexpected answer {other:?}")),
+            Ok(Ok(Err(e))) => return Started::Dead(format!("unexpected answer: {e}")),
             Ok(Err(e)) => return Started::Dead(format!("no answer to the start signal: {e}")),
             Err(_) => {
                 return Started::Dead(format!("no answer to the start signal in {timeout:?}"))
@@ -50,7 +47,7 @@ async fn start(conn: &mut Conn, timeout: Duration) -> Started {
 }
 
 /// Serves one client of the data port.
-pub async fn serve(
+pub(crate) async fn serve(
     client: TcpStream,
     peer: SocketAddr,
     pool: &Pool,
@@ -67,9 +64,7 @@ pub async fn serve(
         match start(&mut conn, start_timeout).await {
             Started::Ready => {
                 debug!(%peer, parked = pool.len(), "relaying a client to the laptop");
-                if let RelayEnd::Aborted(reason) =
-                    protocol::relay(client, conn, Counters::NONE).await
-                {
+                if let RelayEnd::Aborted(reason) = relay(client, conn, Counters::NONE).await {
                     debug!(%peer, %reason, "relay aborted");
                 }
                 return;

@@ -1,9 +1,9 @@
-//! The in-cluster end of the cluster tunnel: `czctl agent tunnel`.
+//! The in-cluster end of the tunnel, run by the `czctl-agent` binary in the agent pod.
 //!
 //! It listens on a control port (laptops park connections there, through port-forward) and a
 //! data port (the router's connections, handed to parked connections). It binds `$POD_IP`
 //! when set (pods of the simulated cluster share one network namespace), else `0.0.0.0`, and
-//! accepts only laptops presenting `$CZCTL_TUNNEL_TOKEN`. See [`crate::tunnel`] for the
+//! accepts only laptops presenting `$CZCTL_TUNNEL_TOKEN`. See the [crate] docs for the
 //! protocol.
 
 mod data;
@@ -13,13 +13,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::protocol::{self, Hello, VERSION};
+use crate::message::{self, tokens_match, valid_token, Denial, Hello, VERSION};
 use pool::Pool;
 
 /// The environment variable holding the session token.
@@ -30,26 +29,57 @@ pub const POD_IP_ENV: &str = "POD_IP";
 pub const DEFAULT_CONTROL_PORT: u16 = 7000;
 /// Where the router connects.
 pub const DEFAULT_DATA_PORT: u16 = 7001;
-/// How long a laptop has to send its hello.
+/// How long a laptop has to send its hello (and the agent to answer it).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the laptop has to answer a start signal.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `czctl agent tunnel`: the in-cluster end of an intercept tunnel (run by the agent pod).
-#[derive(Debug, Clone, clap::Args)]
-pub struct AgentArgs {
-    /// Port where the laptop parks connections (reached through port-forward).
-    #[arg(long, default_value_t = DEFAULT_CONTROL_PORT)]
+/// Why an agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `$CZCTL_TUNNEL_TOKEN` is missing or empty.
+    #[error("{TOKEN_ENV} is not set or empty: the tunnel agent needs the session token")]
+    MissingToken,
+    /// The token is not usable on the wire (the message never contains it).
+    #[error("{TOKEN_ENV} is not a usable token (it must be 1 to 256 printable ASCII characters without spaces)")]
+    UnusableToken,
+    /// `$POD_IP` is not an IP address.
+    #[error("{POD_IP_ENV}={0:?} is not an IP address")]
+    PodIp(String),
+    /// A port could not be bound.
+    #[error("binding the {port} port {addr}: {source}")]
+    Bind {
+        /// `control` or `data`.
+        port: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What the agent's command line sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Port where the laptop parks connections (reached through port-forward); 0: any.
     pub control_port: u16,
-    /// Port where the router's connections arrive.
-    #[arg(long, default_value_t = DEFAULT_DATA_PORT)]
+    /// Port where the router's connections arrive; 0: any.
     pub data_port: u16,
-    /// Seconds a connection waits for a parked laptop connection before it is closed.
-    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
-    pub park_timeout: u64,
-    /// Seconds between keepalives on parked connections.
-    #[arg(long, default_value_t = 15, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub keepalive: u64,
+    /// How long a client waits for a parked laptop connection before it is closed.
+    pub park_timeout: Duration,
+    /// Time between keepalives on parked connections (at least 1 ms).
+    pub keepalive: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            control_port: DEFAULT_CONTROL_PORT,
+            data_port: DEFAULT_DATA_PORT,
+            park_timeout: Duration::from_secs(5),
+            keepalive: Duration::from_secs(15),
+        }
+    }
 }
 
 /// How an agent behaves.
@@ -77,78 +107,53 @@ impl std::fmt::Debug for AgentConfig {
 }
 
 impl AgentConfig {
-    /// The configuration `args` describe, with `token`.
-    pub fn new(args: &AgentArgs, token: String) -> Self {
+    /// The configuration `options` describe, with `token`.
+    pub fn new(options: &Options, token: String) -> Self {
         AgentConfig {
             token,
-            keepalive: Duration::from_secs(args.keepalive.max(1)),
-            park_timeout: Duration::from_secs(args.park_timeout),
+            keepalive: options.keepalive.max(Duration::from_millis(1)),
+            park_timeout: options.park_timeout,
             start_timeout: START_TIMEOUT,
         }
     }
 }
 
-/// The token from the environment's value, refused when missing or unusable (the message
-/// never contains it).
-pub fn token_from(value: Option<String>) -> anyhow::Result<String> {
+/// The token from the environment's value, refused when missing or unusable.
+pub fn token_from(value: Option<String>) -> Result<String, SetupError> {
     let token = value.unwrap_or_default();
     if token.is_empty() {
-        anyhow::bail!("{TOKEN_ENV} is not set or empty: the tunnel agent needs the session token");
+        return Err(SetupError::MissingToken);
     }
-    if !protocol::valid_token(&token) {
-        anyhow::bail!(
-            "{TOKEN_ENV} is not a usable token (it must be 1 to 256 printable ASCII characters without spaces)"
-        );
+    if !valid_token(&token) {
+        return Err(SetupError::UnusableToken);
     }
     Ok(token)
 }
 
 /// The address to bind from `$POD_IP`'s value: that IP, or all IPv4 addresses when unset.
-pub fn bind_ip_from(value: Option<String>) -> anyhow::Result<IpAddr> {
+pub fn bind_ip_from(value: Option<String>) -> Result<IpAddr, SetupError> {
     match value.as_deref().map(str::trim) {
         None | Some("") => Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        Some(ip) => ip
-            .parse()
-            .with_context(|| format!("{POD_IP_ENV}={ip:?} is not an IP address")),
+        Some(ip) => ip.parse().map_err(|_| SetupError::PodIp(ip.to_string())),
     }
 }
 
-/// Runs the agent until SIGTERM or SIGINT. Reads `$CZCTL_TUNNEL_TOKEN` and `$POD_IP`.
-pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+/// Runs the agent until `stop` is cancelled. Reads `$CZCTL_TUNNEL_TOKEN` and `$POD_IP`, and
+/// logs the bound addresses once it listens.
+pub async fn run(options: &Options, stop: CancellationToken) -> Result<(), SetupError> {
     let token = token_from(std::env::var(TOKEN_ENV).ok())?;
     let ip = bind_ip_from(std::env::var(POD_IP_ENV).ok())?;
     let agent = Agent::bind(
         ip,
-        args.control_port,
-        args.data_port,
-        AgentConfig::new(&args, token),
+        options.control_port,
+        options.data_port,
+        AgentConfig::new(options, token),
     )
     .await?;
     info!(control = %agent.control_addr(), data = %agent.data_addr(), "tunnel agent listening");
-    let stop = CancellationToken::new();
-    let signals = stop.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        info!("tunnel agent stopping");
-        signals.cancel();
-    });
     agent.serve(stop).await;
+    info!("tunnel agent stopped");
     Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// A bound agent.
@@ -165,16 +170,18 @@ impl Agent {
         control_port: u16,
         data_port: u16,
         config: AgentConfig,
-    ) -> anyhow::Result<Agent> {
-        if !protocol::valid_token(&config.token) {
-            anyhow::bail!("the tunnel agent needs a usable token");
+    ) -> Result<Agent, SetupError> {
+        if !valid_token(&config.token) {
+            return Err(SetupError::UnusableToken);
         }
-        let control = TcpListener::bind(SocketAddr::new(ip, control_port))
-            .await
-            .with_context(|| format!("binding the control port {ip}:{control_port}"))?;
-        let data = TcpListener::bind(SocketAddr::new(ip, data_port))
-            .await
-            .with_context(|| format!("binding the data port {ip}:{data_port}"))?;
+        let bind = |port: &'static str, number: u16| async move {
+            let addr = SocketAddr::new(ip, number);
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| SetupError::Bind { port, addr, source })
+        };
+        let control = bind("control", control_port).await?;
+        let data = bind("data", data_port).await?;
         Ok(Agent {
             control,
             data,
@@ -242,63 +249,55 @@ async fn accept_failed(port: &str, e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// Checks a hello line against the agent's token.
+fn check(line: Option<&str>, token: &str) -> Result<(), Denial> {
+    let hello = line
+        .and_then(|line| Hello::parse(line).ok())
+        .ok_or(Denial::Malformed)?;
+    if hello.version != VERSION {
+        return Err(Denial::Version(hello.version));
+    }
+    if !tokens_match(&hello.token, token) {
+        return Err(Denial::Token);
+    }
+    Ok(())
+}
+
 /// A laptop connection on the control port: check its hello, then park it.
 async fn control(shared: Arc<Shared>, conn: TcpStream, peer: SocketAddr) {
     let _ = conn.set_nodelay(true);
     let mut conn = BufReader::new(conn);
     let line = tokio::select! {
-        line = tokio::time::timeout(HELLO_TIMEOUT, protocol::read_line(&mut conn)) => line,
+        line = tokio::time::timeout(HELLO_TIMEOUT, message::read_line(&mut conn)) => line,
         _ = shared.stop.cancelled() => return,
     };
-    let denial = match line {
+    let line = match line {
         Err(_) => {
             debug!(%peer, "no hello in time; closing");
             return;
         }
         Ok(Err(e)) => {
+            // A readiness probe connects and closes without a byte.
             debug!(%peer, error = %e, "reading the hello failed");
             return;
         }
-        Ok(Ok(None)) => "malformed hello".to_string(),
-        Ok(Ok(Some(line))) => match protocol::parse_hello(&line) {
-            Hello::Malformed => "malformed hello".to_string(),
-            Hello::Offer { version, .. } if version != VERSION => {
-                format!("unsupported protocol version {version}; this agent speaks {VERSION}")
-            }
-            Hello::Offer { token, .. } => {
-                if protocol::constant_time_eq(token.as_bytes(), shared.config.token.as_bytes()) {
-                    String::new()
-                } else {
-                    "invalid token".to_string()
-                }
-            }
-        },
+        Ok(Ok(line)) => line,
     };
-    if !denial.is_empty() {
+    if let Err(denial) = check(line.as_deref(), &shared.config.token) {
         warn!(%peer, reason = %denial, "tunnel connection denied");
-        let answer = protocol::deny_line(&denial);
+        let answer = denial.answer().line();
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            conn.write_all(answer.as_bytes()).await?;
+            message::write_line(&mut conn, &answer).await?;
             conn.shutdown().await
         })
         .await;
         return;
     }
-    let answer = protocol::accept_line(shared.config.keepalive);
-    let accepted = async {
-        conn.write_all(answer.as_bytes()).await?;
-        conn.flush().await
-    };
-    if !matches!(
-        tokio::time::timeout(HELLO_TIMEOUT, accepted).await,
-        Ok(Ok(()))
-    ) {
-        debug!(%peer, "the accept answer could not be sent");
-        return;
-    }
-    debug!(%peer, "tunnel connection parked");
     shared
         .pool
-        .park(conn, shared.config.keepalive, &shared.stop)
+        .park(conn, shared.config.keepalive, HELLO_TIMEOUT, &shared.stop)
         .await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,17 +5,17 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::tunnel::protocol::{PING, PONG};
+use crate::message::{write_line, Answer, Signal};
 
 /// A laptop connection as the agent holds it (buffered: bytes after a signal stay readable).
-pub type Conn = BufReader<TcpStream>;
+pub(crate) type Conn = BufReader<TcpStream>;
 
 /// Where a claimed connection is handed over.
 type Claim = oneshot::Sender<Conn>;
@@ -27,14 +27,14 @@ struct Parked {
 
 /// The line of parked connections.
 #[derive(Default)]
-pub struct Pool {
+pub(crate) struct Pool {
     queue: Mutex<VecDeque<Parked>>,
     arrived: Notify,
 }
 
 impl Pool {
     /// Parked connections whose task is still alive (an estimate for logs).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().iter().filter(|p| !p.claim.is_closed()).count()
     }
 
@@ -51,7 +51,7 @@ impl Pool {
     }
 
     /// Takes the oldest live parked connection, waiting for one until `deadline`.
-    pub async fn take(&self, deadline: Instant) -> Option<Conn> {
+    pub(crate) async fn take(&self, deadline: Instant) -> Option<Conn> {
         loop {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
@@ -73,11 +73,29 @@ impl Pool {
         }
     }
 
-    /// Parks `conn` and keeps it alive (pings every `keepalive`) until a client claims it,
-    /// it dies, or `stop`.
-    pub async fn park(&self, mut conn: Conn, keepalive: Duration, stop: &CancellationToken) {
+    /// Puts `conn` in line, then accepts its hello (`OK`, so a laptop that read the answer
+    /// knows its connection is in line), then keeps it alive (pings every `keepalive`) until
+    /// a client claims it, it dies, or `stop`. A claim that arrives while the answer is being
+    /// written waits for it.
+    pub(crate) async fn park(
+        &self,
+        mut conn: Conn,
+        keepalive: Duration,
+        answer_timeout: Duration,
+        stop: &CancellationToken,
+    ) {
         let (claim_tx, mut claim_rx) = oneshot::channel::<Claim>();
         self.push(Parked { claim: claim_tx });
+        let answer = Answer::Accepted { keepalive }.line();
+        let accepted = tokio::select! {
+            sent = tokio::time::timeout(answer_timeout, write_line(&mut conn, &answer)) => matches!(sent, Ok(Ok(()))),
+            _ = stop.cancelled() => return,
+        };
+        if !accepted {
+            debug!("the accept answer could not be sent");
+            return;
+        }
+        debug!("tunnel connection parked");
         let mut ticks = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut awaiting_pong = false;
@@ -89,10 +107,10 @@ impl Pool {
                     }
                     return;
                 }
-                byte = conn.read_u8() => match byte {
-                    Ok(PONG) => awaiting_pong = false,
+                signal = Signal::read(&mut conn) => match signal {
+                    Ok(Ok(Signal::Pong)) => awaiting_pong = false,
                     Ok(other) => {
-                        debug!(byte = other, "unexpected byte on a parked connection; closing it");
+                        debug!(?other, "unexpected byte on a parked connection; closing it");
                         return;
                     }
                     Err(_) => {
@@ -105,11 +123,7 @@ impl Pool {
                         debug!("a parked connection missed its keepalive; closing it");
                         return;
                     }
-                    let ping = async {
-                        conn.write_all(&[PING]).await?;
-                        conn.flush().await
-                    };
-                    if !matches!(tokio::time::timeout(keepalive, ping).await, Ok(Ok(()))) {
+                    if !matches!(tokio::time::timeout(keepalive, Signal::Ping.write(&mut conn)).await, Ok(Ok(()))) {
                         debug!("a keepalive could not be sent; closing the parked connection");
                         return;
                     }
