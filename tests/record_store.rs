@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use czctl::intercept::record::{RecordBody, Route, Shape, FINALIZER};
+use czctl::intercept::record::{RecordBody, Route, Shape, TunnelKind, FINALIZER};
 use czctl::intercept::spec::parse_header;
 use czctl::intercept::store::{Backend, RecordStore, StoreError};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -56,8 +56,8 @@ fn body() -> RecordBody {
             session: "ic-abc123".into(),
             header: parse_header(Some("x-dev:alice")).unwrap(),
             owner: "alice@laptop".into(),
-            tunnel: "cluster".into(),
-            upstream: "10.0.0.7:7000".into(),
+            tunnel: TunnelKind::Cluster,
+            upstream: Some("10.0.0.7:7000".into()),
             lease: "czctl-ic-abc123".into(),
             started: "2026-12-06T09:00:00Z".into(),
             tls: None,
@@ -103,7 +103,7 @@ async fn the_record_survives_the_servers_schema_and_owns_what_it_made() {
         "data": {"k": "v"},
     }))
     .unwrap();
-    cm.metadata.owner_references = Some(vec![store.owner_ref(&owned)]);
+    cm.metadata.owner_references = Some(vec![store.owner_ref(&owned).unwrap()]);
     configmaps
         .create(&PostParams::default(), &cm)
         .await
@@ -149,15 +149,14 @@ async fn eventually_async(what: &str, mut check: impl AsyncFnMut() -> bool) {
 /// with 422 and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_patches_test_what_they_replace() {
-    use czctl::intercept::shape;
-    use k8s_openapi::api::core::v1::Service;
+    use czctl::intercept::{objects, shape};
     use kube::api::{Patch, PatchParams};
 
     let sim = kubesim(&["demo"], &[]);
     let client = client(&sim).await;
-    let services: Api<Service> = Api::namespaced(client, "demo");
-    let before = serde_json::to_value(services.get("api").await.unwrap()).unwrap();
-    let uid = before["metadata"]["uid"].as_str().unwrap().to_string();
+    let services = objects::user_services(&client, "demo");
+    let before = services.get("api").await.unwrap();
+    let uid = before.metadata.uid.clone().unwrap();
     let original = shape::of_service(&before).unwrap();
     let target = shape::hijacked(&original, "api", 80);
 
@@ -170,7 +169,7 @@ async fn the_service_patches_test_what_they_replace() {
         )
         .await
         .expect("the setup patch applies to the Service as read");
-    let hijacked = shape::read(&serde_json::to_value(&patched).unwrap());
+    let hijacked = shape::read(&patched);
     assert_eq!(hijacked.selector, target.selector);
 
     // The same setup patch again: its `test` of the original selector no longer holds.
@@ -197,9 +196,11 @@ async fn the_service_patches_test_what_they_replace() {
         )
         .await
         .expect("the restore patch applies");
-    let after = serde_json::to_value(&restored).unwrap();
-    assert_eq!(after["spec"]["selector"], before["spec"]["selector"]);
-    assert_eq!(after["spec"]["ports"], before["spec"]["ports"]);
+    assert_eq!(
+        restored.data["spec"]["selector"],
+        before.data["spec"]["selector"]
+    );
+    assert_eq!(restored.data["spec"]["ports"], before.data["spec"]["ports"]);
 }
 
 /// The heartbeat Lease: renewed by a merge patch of its MicroTime, read back as alive; a Lease

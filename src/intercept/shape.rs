@@ -2,6 +2,7 @@
 //! the router's ports), the JSON patches that set and restore it with `test` operations, and the
 //! difference shown when someone else changed the Service meanwhile.
 
+use kube::core::DynamicObject;
 use serde_json::{json, Value};
 
 use super::names::ROUTER_LABEL;
@@ -25,21 +26,28 @@ pub enum ShapeError {
     Port(String),
 }
 
-/// The selector and ports of a Service (raw JSON), as they are.
-pub fn read(service: &Value) -> Shape {
-    Shape {
-        selector: serde_json::from_value(service["spec"]["selector"].clone()).unwrap_or_default(),
-        ports: service["spec"]["ports"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default(),
-    }
+/// The selector and ports of a Service (read as raw JSON), as they are: a Service without a
+/// selector or ports has an empty one.
+pub fn read(service: &DynamicObject) -> Shape {
+    let spec = &service.data["spec"];
+    let selector = match &spec["selector"] {
+        Value::Object(map) => map
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect(),
+        _ => Default::default(),
+    };
+    let ports = match &spec["ports"] {
+        Value::Array(ports) => ports.clone(),
+        _ => Vec::new(),
+    };
+    Shape { selector, ports }
 }
 
 /// Reads the selector and ports of a Service (raw JSON) and checks it can be intercepted.
-pub fn of_service(service: &Value) -> Result<Shape, ShapeError> {
-    let spec = &service["spec"];
-    let name = service["metadata"]["name"].as_str().unwrap_or_default();
+pub fn of_service(service: &DynamicObject) -> Result<Shape, ShapeError> {
+    let spec = &service.data["spec"];
+    let name = service.metadata.name.as_deref().unwrap_or_default();
     let unsupported = |why: &str| ShapeError::Unsupported(format!("service {name} {why}"));
     if spec["type"] == "ExternalName" {
         return Err(unsupported(
@@ -99,7 +107,8 @@ pub fn pick_port(shape: &Shape, service: &str, wanted: Option<u16>) -> Result<u1
     }
 }
 
-fn port_number(port: &Value) -> Option<u16> {
+/// The number of a Service port (raw JSON).
+pub fn port_number(port: &Value) -> Option<u16> {
     port["port"].as_u64().and_then(|p| u16::try_from(p).ok())
 }
 
@@ -188,8 +197,9 @@ pub fn difference(expected: &Shape, actual: &Shape) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn service() -> Value {
-        json!({
+    fn service() -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "echo", "uid": "u1"},
             "spec": {
                 "type": "ClusterIP", "clusterIP": "10.0.0.1",
@@ -199,7 +209,8 @@ mod tests {
                     {"name": "metrics", "port": 9090, "targetPort": 9090, "protocol": "TCP"}
                 ]
             }
-        })
+        }))
+        .unwrap()
     }
 
     #[test]
@@ -233,19 +244,19 @@ mod tests {
     #[test]
     fn refuses_what_cannot_be_routed() {
         let mut s = service();
-        s["spec"]["clusterIP"] = "None".into();
+        s.data["spec"]["clusterIP"] = "None".into();
         assert!(of_service(&s).unwrap_err().to_string().contains("headless"));
         let mut s = service();
-        s["spec"]["selector"] = Value::Null;
+        s.data["spec"]["selector"] = Value::Null;
         assert!(of_service(&s)
             .unwrap_err()
             .to_string()
             .contains("no selector"));
         let mut s = service();
-        s["spec"]["ports"][1]["protocol"] = "UDP".into();
+        s.data["spec"]["ports"][1]["protocol"] = "UDP".into();
         assert!(of_service(&s).unwrap_err().to_string().contains("non-TCP"));
         let mut s = service();
-        s["spec"]["type"] = "ExternalName".into();
+        s.data["spec"]["type"] = "ExternalName".into();
         assert!(of_service(&s).is_err());
     }
 
