@@ -247,3 +247,103 @@ async fn the_heartbeat_lease_reads_alive_then_expired() {
         Some(true)
     );
 }
+
+/// The objects czctl owns are written with server-side apply as field manager `czctl`: an
+/// apply creates, a second one changes what czctl sets and keeps what others added; the
+/// router's generation-guarded writes never go backwards; and everything carries the record's
+/// ownerReference, so the garbage collector takes it with the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn czctls_objects_are_applied_and_never_go_backwards() {
+    use czctl::intercept::manifests::{self, Common};
+    use czctl::intercept::objects;
+    use czctl::intercept::publish::generation_in;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+
+    let sim = kubesim(&["demo"], &[]);
+    let client = client(&sim).await;
+    let store = RecordStore::detect(client.clone(), "demo").await.unwrap();
+    let stored = store
+        .create("intercept-demo-echo", "echo", &body())
+        .await
+        .unwrap();
+    let owner = store.owner_ref(&stored).unwrap();
+    let common = Common {
+        namespace: "demo",
+        service: "echo",
+        owner: &owner,
+    };
+
+    // The router configuration: created, replaced by a newer generation, never by an older.
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "demo");
+    let generation = |cm: &ConfigMap| generation_in(cm.metadata.annotations.as_ref());
+    let conf = |cm: ConfigMap| cm.data.unwrap_or_default()["nginx.conf"].clone();
+    for (written, text) in [(2, "conf 2"), (1, "conf 1"), (3, "conf 3"), (3, "conf 3b")] {
+        objects::write_generation(
+            &configmaps,
+            manifests::router_config(&common, text, written),
+            written,
+            generation,
+        )
+        .await
+        .unwrap();
+    }
+    let cm = configmaps.get("interceptor-echo").await.unwrap();
+    assert_eq!(generation(&cm), 3);
+    assert_eq!(
+        conf(cm),
+        "conf 3",
+        "an equal or older generation never overwrites"
+    );
+
+    // The agent's Deployment: applied, labelled by someone else, applied again with another
+    // image: czctl's change lands and the other manager's label stays.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "demo");
+    let first = objects::apply(&deployments, &manifests::tunnel(&common, "ic-abc", "img:1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.metadata.owner_references.as_deref(),
+        Some(std::slice::from_ref(&owner))
+    );
+    deployments
+        .patch(
+            "interceptor-echo-ic-abc",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"team": "web"}}})),
+        )
+        .await
+        .unwrap();
+    let second = objects::apply(&deployments, &manifests::tunnel(&common, "ic-abc", "img:2"))
+        .await
+        .unwrap();
+    let image = second.spec.template.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some("img:2"));
+    let labels = second.metadata.labels.unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("web"));
+    assert_eq!(
+        labels.get("czctl.dev/tunnel").map(String::as_str),
+        Some("ic-abc")
+    );
+
+    // The record goes, and what it owns goes with it.
+    let mut record = store.get("intercept-demo-echo").await.unwrap().unwrap();
+    record.drop_finalizer(FINALIZER);
+    store.replace(&record).await.unwrap();
+    store.delete("intercept-demo-echo").await.unwrap();
+    eventually_async("the record's objects are collected", async || {
+        configmaps
+            .get_opt("interceptor-echo")
+            .await
+            .unwrap()
+            .is_none()
+            && deployments
+                .get_opt("interceptor-echo-ic-abc")
+                .await
+                .unwrap()
+                .is_none()
+    })
+    .await;
+}

@@ -76,10 +76,13 @@ fn port(number: u16) -> IntOrString {
     IntOrString::Int(i32::from(number))
 }
 
+/// Ports name their protocol although TCP is the default: it is part of the key of the port
+/// lists that server-side apply merges.
 fn container_port(name: Option<&str>, number: u16) -> ContainerPort {
     ContainerPort {
         name: name.map(str::to_string),
         container_port: i32::from(number),
+        protocol: Some("TCP".into()),
         ..ContainerPort::default()
     }
 }
@@ -377,6 +380,7 @@ pub fn tunnel_service(common: &Common<'_>, session: &str) -> Service {
             ports: Some(vec![ServicePort {
                 name: Some("data".into()),
                 port: i32::from(AGENT_DATA_PORT),
+                protocol: Some("TCP".into()),
                 target_port: Some(port(AGENT_DATA_PORT)),
                 ..ServicePort::default()
             }]),

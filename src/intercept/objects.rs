@@ -60,13 +60,13 @@ where
 /// The delays between tries of a write refused with 409 Conflict: 20 ms doubling to 1 s, each
 /// with up to as much again at random (so racing writers spread out), at most
 /// [`CONFLICT_RETRIES`] times.
-pub struct Conflicts {
+pub(crate) struct Conflicts {
     delays: ExponentialBackoff,
     refused: usize,
 }
 
 /// How often a write refused with 409 Conflict is tried again.
-pub const CONFLICT_RETRIES: usize = 12;
+pub(crate) const CONFLICT_RETRIES: usize = 12;
 
 impl Default for Conflicts {
     fn default() -> Self {
@@ -86,7 +86,7 @@ impl Default for Conflicts {
 impl Conflicts {
     /// After a write of `what` was refused with 409: waits before the next try, or fails when
     /// the tries are used up.
-    pub async fn again(&mut self, what: &str) -> Result<(), StoreError> {
+    pub(crate) async fn again(&mut self, what: &str) -> Result<(), StoreError> {
         self.refused += 1;
         match self.delays.next() {
             Some(delay) => {

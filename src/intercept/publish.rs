@@ -75,7 +75,7 @@ pub async fn router(
 }
 
 /// A Service's ClusterIP, once allocated.
-pub fn cluster_ip(service: &Service) -> Option<String> {
+pub(crate) fn cluster_ip(service: &Service) -> Option<String> {
     service
         .spec
         .as_ref()?
@@ -93,7 +93,7 @@ pub fn generation_in(annotations: Option<&std::collections::BTreeMap<String, Str
 }
 
 /// The generation a Deployment's pod template carries (0 without one).
-pub fn template_generation(d: &Deployment) -> u64 {
+pub(crate) fn template_generation(d: &Deployment) -> u64 {
     generation_in(
         d.spec
             .template

@@ -202,6 +202,30 @@ mod tests {
     }
 
     #[test]
+    fn routes_stored_by_earlier_versions_still_parse() {
+        let stored = serde_json::json!({
+            "session": "ic-abc", "header": {"name": "x-dev", "value": "alice"},
+            "owner": "alice@laptop", "tunnel": "cluster", "upstream": "",
+            "lease": "interceptor-echo-ic-abc", "started": "2026-11-23T09:00:00Z",
+        });
+        let route: Route = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(route.tunnel, TunnelKind::Cluster);
+        assert_eq!(route.upstream, None);
+        assert_eq!(route.destination(), None);
+        // Written back the way earlier versions read it.
+        assert_eq!(serde_json::to_value(&route).unwrap(), stored);
+        let mut ngrok = stored;
+        ngrok["tunnel"] = "ngrok".into();
+        ngrok["upstream"] = "a.ngrok.app:443".into();
+        let route: Route = serde_json::from_value(ngrok).unwrap();
+        assert_eq!(route.tunnel, TunnelKind::Ngrok);
+        assert_eq!(route.upstream.as_deref(), Some("a.ngrok.app:443"));
+        let mut unknown = serde_json::to_value(&route).unwrap();
+        unknown["tunnel"] = "carrier-pigeon".into();
+        assert!(serde_json::from_value::<Route>(unknown).is_err());
+    }
+
+    #[test]
     fn round_trips_with_camel_case_keys() {
         let body = RecordBody {
             service: "echo".into(),

@@ -125,7 +125,7 @@ pub fn status_of(e: &kube::Error) -> Option<u16> {
 }
 
 /// Whether `e` is a 409 Conflict (a write lost an optimistic-concurrency race).
-pub fn is_conflict(e: &StoreError) -> bool {
+pub(crate) fn is_conflict(e: &StoreError) -> bool {
     matches!(e, StoreError::Kube(e) if status_of(e) == Some(409))
 }
 

@@ -318,13 +318,13 @@ pub async fn rollout(
 }
 
 /// The condition "the Deployment has rolled out generation `generation` everywhere".
-pub fn rollout_complete(generation: u64) -> impl Condition<Deployment> {
+pub(crate) fn rollout_complete(generation: u64) -> impl Condition<Deployment> {
     move |d: Option<&Deployment>| d.is_some_and(|d| rolled_out(d, generation))
 }
 
 /// Waits (watching) at most `timeout` until the Deployment `namespace/name` has rolled out
 /// generation `generation`; on timeout says why with its pods' states.
-pub async fn rollout_within(
+pub(crate) async fn rollout_within(
     client: &Client,
     namespace: &str,
     name: &str,
