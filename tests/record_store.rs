@@ -46,10 +46,11 @@ fn body() -> RecordBody {
                 json!({"name": "http", "port": 8080, "protocol": "TCP", "targetPort": 8080}),
             ],
         }),
-        restore_patch: vec![
-            json!({"op": "test", "path": "/spec/selector", "value": {"czctl.dev/router": "echo"}}),
-            json!({"op": "replace", "path": "/spec/selector", "value": {"app": "echo"}}),
-        ],
+        restore_patch: serde_json::from_value(json!([
+            {"op": "test", "path": "/spec/selector", "value": {"czctl.dev/router": "echo"}},
+            {"op": "replace", "path": "/spec/selector", "value": {"app": "echo"}},
+        ]))
+        .unwrap(),
         generation: 3,
         closing: false,
         routes: vec![Route {
@@ -165,7 +166,7 @@ async fn the_service_patches_test_what_they_replace() {
         .patch(
             "api",
             &PatchParams::default(),
-            &Patch::Json::<()>(serde_json::from_value(setup.clone().into()).unwrap()),
+            &Patch::Json::<()>(setup.clone()),
         )
         .await
         .expect("the setup patch applies to the Service as read");
@@ -174,11 +175,7 @@ async fn the_service_patches_test_what_they_replace() {
 
     // The same setup patch again: its `test` of the original selector no longer holds.
     let again = services
-        .patch(
-            "api",
-            &PatchParams::default(),
-            &Patch::Json::<()>(serde_json::from_value(setup.into()).unwrap()),
-        )
+        .patch("api", &PatchParams::default(), &Patch::Json::<()>(setup))
         .await
         .expect_err("a stale test op is refused");
     assert_eq!(
@@ -189,11 +186,7 @@ async fn the_service_patches_test_what_they_replace() {
 
     let restore = shape::restore_patch(&uid, &hijacked, &original);
     let restored = services
-        .patch(
-            "api",
-            &PatchParams::default(),
-            &Patch::Json::<()>(serde_json::from_value(restore.into()).unwrap()),
-        )
+        .patch("api", &PatchParams::default(), &Patch::Json::<()>(restore))
         .await
         .expect("the restore patch applies");
     assert_eq!(
@@ -346,4 +339,57 @@ async fn czctls_objects_are_applied_and_never_go_backwards() {
                 .is_none()
     })
     .await;
+}
+
+/// A cluster where an earlier czctl created the CRD with its hand-written schema (`spec` kept
+/// as unknown fields): a start replaces it with the derived one, records keep every field,
+/// and the next start finds it current and leaves it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hand_written_crd_is_replaced_by_the_derived_one() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+    let sim = kubesim(&["demo"], &[]);
+    let client = client(&sim).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let old: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "sessions.czctl.dev", "labels": {"app.kubernetes.io/managed-by": "czctl"}},
+        "spec": {
+            "group": "czctl.dev", "scope": "Namespaced",
+            "names": {"plural": "sessions", "singular": "session", "kind": "Session",
+                      "listKind": "SessionList", "shortNames": ["czsession"]},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]
+        }
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &old).await.unwrap();
+
+    let store = RecordStore::detect(client.clone(), "demo").await.unwrap();
+    assert_eq!(store.backend, Backend::Crd);
+    let upgraded = crds.get("sessions.czctl.dev").await.unwrap();
+    let schema = serde_json::to_value(&upgraded.spec.versions[0].schema).unwrap();
+    let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
+    assert!(
+        spec.get("x-kubernetes-preserve-unknown-fields").is_none()
+            && spec["properties"]["routes"].is_object(),
+        "{schema}"
+    );
+    eventually_async("the replaced CRD serves records", async || {
+        store.get("echo").await.is_ok()
+    })
+    .await;
+    let created = store.create("echo", "echo", &body()).await.unwrap();
+    assert_eq!(created.body, body());
+
+    RecordStore::detect(client.clone(), "demo").await.unwrap();
+    let again = crds.get("sessions.czctl.dev").await.unwrap();
+    assert_eq!(
+        again.metadata.resource_version, upgraded.metadata.resource_version,
+        "a current CRD is left alone"
+    );
+    let mut record = store.get("echo").await.unwrap().unwrap();
+    record.drop_finalizer(FINALIZER);
+    store.replace(&record).await.unwrap();
 }

@@ -14,7 +14,6 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::{Api, Client};
-use serde_json::Value;
 use tracing::{info, warn};
 
 use super::names;
@@ -242,20 +241,11 @@ async fn restore_service(
         info!(%namespace, service = %body.service, "the Service is gone or was re-created; nothing to restore");
         return Ok(());
     }
-    let ops = if force {
-        let mut ops = vec![
-            serde_json::json!({"op": "test", "path": "/metadata/uid", "value": body.service_uid}),
-        ];
-        ops.extend(forced_restore(&body.original));
-        ops
+    let patch = if force {
+        forced_restore(&body.service_uid, &body.original)
     } else {
         body.restore_patch.clone()
     };
-    let patch: json_patch::Patch =
-        serde_json::from_value(Value::Array(ops)).map_err(|e| StoreError::Corrupt {
-            name: names::record(namespace, &body.service),
-            why: format!("its restore patch is not a JSON patch: {e}"),
-        })?;
     let api = objects::user_services(client, namespace);
     match api
         .patch(

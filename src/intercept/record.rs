@@ -167,7 +167,7 @@ pub struct RecordBody {
     /// The JSON patch that restores the Service (`test` ops first), once it is patched.
     #[serde(default)]
     #[schemars(schema_with = "objects_kept_whole")]
-    pub restore_patch: Vec<Value>,
+    pub restore_patch: json_patch::Patch,
     /// Bumped on every change of `routes`; the router's configuration carries it.
     pub generation: u64,
     /// The last route is being removed: nobody may add one until the record is gone.
@@ -237,7 +237,7 @@ mod tests {
                 ports: vec![serde_json::json!({"port": 8080, "targetPort": "http"})],
             },
             hijacked: None,
-            restore_patch: vec![],
+            restore_patch: json_patch::Patch::default(),
             generation: 1,
             closing: false,
             routes: vec![],

@@ -62,7 +62,7 @@ pub async fn join_record(
                 router_image: req.router_image.clone(),
                 original,
                 hijacked: None,
-                restore_patch: Vec::new(),
+                restore_patch: json_patch::Patch::default(),
                 generation: 1,
                 closing: false,
                 routes: vec![route.clone()],

@@ -15,7 +15,6 @@ use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::{reflector, watcher};
 use kube::{Api, Client};
-use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::close::CloseError;
@@ -280,13 +279,7 @@ async fn hijack(
 ) -> Result<Stored, Fatal> {
     let body = &stored.body;
     let target = shape::hijacked(&body.original, &req.service, body.port);
-    let ops = shape::setup_patch(&body.service_uid, &body.original, &target);
-    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).map_err(|e| {
-        Fatal::new(
-            Code::Failure,
-            format!("the patch pointing the Service at the router is not a JSON patch: {e}"),
-        )
-    })?;
+    let patch = shape::setup_patch(&body.service_uid, &body.original, &target);
     let api = objects::user_services(client, &req.namespace);
     let patched = match api
         .patch(

@@ -18,6 +18,7 @@ use kube::{Api, Client, CustomResourceExt, Resource};
 use tracing::{debug, info};
 
 use super::names::{self, RECORD_LABEL};
+use super::objects::Conflicts;
 use super::record::{RecordBody, Session, FINALIZER};
 
 /// The CRD's name.
@@ -145,6 +146,7 @@ impl RecordStore {
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         let backend = match crds.get_opt(CRD_NAME).await {
             Ok(Some(crd)) => {
+                upgrade(&crds, crd.clone()).await;
                 if !conditions::is_crd_established().matches_object(Some(&crd)) {
                     wait_established(&crds).await?;
                 }
@@ -357,6 +359,47 @@ fn from_configmap(cm: ConfigMap) -> Result<Stored, StoreError> {
         meta: cm.metadata,
         body,
     })
+}
+
+/// Replaces a CRD whose schema is not czctl's (the hand-written one earlier versions created
+/// kept `spec` as unknown fields) with the derived one; a replace that lost a race with the
+/// API server's own status updates is tried again (bounded). Without the right to, the CRD
+/// stays as it is: records fit either schema.
+async fn upgrade(crds: &Api<CustomResourceDefinition>, mut found: CustomResourceDefinition) {
+    let ours = crd_definition();
+    let schemas = |crd: &CustomResourceDefinition| -> Vec<_> {
+        crd.spec.versions.iter().map(|v| v.schema.clone()).collect()
+    };
+    let mut conflicts = Conflicts::default();
+    while schemas(&found) != schemas(&ours) {
+        let mut replacement = ours.clone();
+        replacement.metadata.resource_version = found.metadata.resource_version.clone();
+        let failed = match crds
+            .replace(CRD_NAME, &PostParams::default(), &replacement)
+            .await
+        {
+            Ok(_) => {
+                info!("updated the CustomResourceDefinition {CRD_NAME} to czctl's schema");
+                return;
+            }
+            Err(e) if status_of(&e) == Some(409) => match conflicts.again(CRD_NAME).await {
+                Ok(()) => None,
+                Err(e) => Some(e.to_string()),
+            },
+            Err(e) => Some(crate::exit::describe(&e)),
+        };
+        let fresh = match failed {
+            None => crds.get_opt(CRD_NAME).await,
+            Some(why) => {
+                info!("kept the CustomResourceDefinition {CRD_NAME} as it is: {why}");
+                return;
+            }
+        };
+        found = match fresh {
+            Ok(Some(fresh)) => fresh,
+            _ => return,
+        };
+    }
 }
 
 /// Waits (watching) until the CRD is established, at most [`ESTABLISH_TIMEOUT`].
