@@ -177,12 +177,7 @@ impl WaitError {
     /// A failure of the start, with `hint` (what to change) on its own line. Both a pod that
     /// cannot start and a timeout are failures in the cluster: exit code 1.
     pub fn fatal(self, hint: &str) -> Fatal {
-        let message = if hint.is_empty() {
-            self.to_string()
-        } else {
-            format!("{self}\n{hint}")
-        };
-        Fatal::new(Code::Failure, message)
+        Fatal::new(Code::Failure, format!("{self}\n{hint}"))
     }
 }
 
