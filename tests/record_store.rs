@@ -393,3 +393,39 @@ async fn the_hand_written_crd_is_replaced_by_the_derived_one() {
     record.drop_finalizer(FINALIZER);
     store.replace(&record).await.unwrap();
 }
+
+/// A start that finds the record closing watches it until it is gone, in either store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_record_is_watched_until_it_is_gone() {
+    let sim = kubesim(&["demo"], &[]);
+    let client = client(&sim).await;
+    for backend in [Backend::Crd, Backend::Configmap] {
+        let store = match backend {
+            Backend::Crd => RecordStore::detect(client.clone(), "demo").await.unwrap(),
+            Backend::Configmap => RecordStore::new(client.clone(), "demo", backend),
+        };
+        assert_eq!(store.backend, backend);
+        let mut closing = body();
+        closing.closing = true;
+        store.create("closing", "echo", &closing).await.unwrap();
+        let open = store.wait_open("closing");
+        tokio::pin!(open);
+        // Still closing: the watch has not finished after its initial list.
+        tokio::select! {
+            opened = &mut open => panic!("{backend:?}: a closing record read as open: {opened:?}"),
+            () = async {
+                let mut again = store.get("closing").await.unwrap().unwrap();
+                again.body.generation += 1;
+                store.replace(&again).await.unwrap();
+            } => {}
+        }
+        let mut record = store.get("closing").await.unwrap().unwrap();
+        record.drop_finalizer(FINALIZER);
+        store.replace(&record).await.unwrap();
+        store.delete("closing").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), open)
+            .await
+            .unwrap_or_else(|_| panic!("{backend:?}: the record's deletion was not seen"))
+            .unwrap();
+    }
+}
