@@ -613,6 +613,59 @@ mod tests {
         assert_eq!(pod_state(&running), "running, not ready");
     }
 
+    fn deployment(template_generation: u64, available: i32) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "interceptor-echo", "generation": 4},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"czctl.dev/router": "echo"}},
+                "template": {"metadata": {"annotations": {
+                    GENERATION_ANNOTATION: template_generation.to_string()}}},
+            },
+            "status": {"observedGeneration": 4, "replicas": 1, "updatedReplicas": 1,
+                       "availableReplicas": available},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rollout_is_complete_once_its_generation_is_available_everywhere() {
+        let complete = rollout_complete(3);
+        assert!(complete.matches_object(Some(&deployment(3, 1))));
+        assert!(complete.matches_object(Some(&deployment(5, 1))));
+        assert!(
+            !complete.matches_object(Some(&deployment(2, 1))),
+            "older template"
+        );
+        assert!(
+            !complete.matches_object(Some(&deployment(3, 0))),
+            "not available"
+        );
+        assert!(
+            !complete.matches_object(None),
+            "a deleted Deployment never rolls out"
+        );
+        let mut stale = deployment(3, 1);
+        stale.status.as_mut().unwrap().observed_generation = Some(3);
+        assert!(
+            !complete.matches_object(Some(&stale)),
+            "status of an older spec"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_wakes_to_speak_after_quiet_then_only_at_its_deadline() {
+        let waits = Waits::new(Duration::from_secs(5), Current::default(), false);
+        let start = Instant::now();
+        let mut p = waits.start("the router", None);
+        assert_eq!(p.next_wake(), start + QUIET);
+        tokio::time::advance(QUIET).await;
+        p.pending("0/1 pods ready".into()).unwrap();
+        assert_eq!(p.next_wake(), start + Duration::from_secs(5));
+        let capped = waits.start("the endpoints", Some(Duration::from_secs(1)));
+        assert_eq!(capped.next_wake(), Instant::now() + Duration::from_secs(1));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn progress_shows_after_quiet_and_on_change_and_times_out() {
         let current = Current::default();
