@@ -321,6 +321,39 @@ async fn czctls_objects_are_applied_and_never_go_backwards() {
         Some("ic-abc")
     );
 
+    // Every other object an intercept makes is accepted as czctl applies it, twice.
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{Secret, Service};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let services: Api<Service> = Api::namespaced(client.clone(), "demo");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "demo");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "demo");
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "demo");
+    let now = jiff::Timestamp::now();
+    for _ in 0..2 {
+        let decoy = manifests::decoy(&common, &body().original).unwrap();
+        let decoy = objects::apply(&services, &decoy).await.unwrap();
+        let ports = decoy.spec.unwrap().ports.unwrap();
+        assert_eq!((ports[0].port, ports[0].node_port), (8080, None));
+        let tunnel = objects::apply(&services, &manifests::tunnel_service(&common, "ic-abc"))
+            .await
+            .unwrap();
+        let ip = tunnel.spec.unwrap().cluster_ip.unwrap_or_default();
+        assert!(ip.parse::<std::net::IpAddr>().is_ok(), "{ip:?}");
+        let secret = manifests::tunnel_secret(&common, "ic-abc", "t0ken");
+        let secret = objects::apply(&secrets, &secret).await.unwrap();
+        assert_eq!(secret.data.unwrap()["token"].0, b"t0ken");
+        let lease = manifests::lease(&common, "ic-abc", "alice@laptop", 30, now);
+        objects::apply(&leases, &lease).await.unwrap();
+        objects::apply(&policies, &manifests::tunnel_policy(&common, "ic-abc"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        czctl::intercept::heartbeat::expired(&client, "demo", "interceptor-echo-ic-abc").await,
+        Some(false)
+    );
+
     // The record goes, and what it owns goes with it.
     let mut record = store.get("intercept-demo-echo").await.unwrap().unwrap();
     record.drop_finalizer(FINALIZER);
