@@ -360,7 +360,7 @@ fn hostile_headers_are_refused_before_any_change() {
 #[test]
 fn generated_router_config_passes_nginx_t() {
     use czctl::intercept::nginx::{render, RouterConfig};
-    use czctl::intercept::record::Route;
+    use czctl::intercept::record::{Route, TunnelKind};
     use czctl::intercept::spec::parse_header;
     let routes: Vec<Route> = [
         "x-dev:alice",
@@ -374,8 +374,8 @@ fn generated_router_config_passes_nginx_t() {
         session: format!("ic-{i}abcde"),
         header: parse_header(Some(spec)).unwrap(),
         owner: "dev@laptop".into(),
-        tunnel: "cluster".into(),
-        upstream: format!("127.0.0.{}:7001", i + 2),
+        tunnel: TunnelKind::Cluster,
+        upstream: Some(format!("127.0.0.{}:7001", i + 2)),
         lease: "l".into(),
         started: "now".into(),
         tls: None,
@@ -387,8 +387,8 @@ fn generated_router_config_passes_nginx_t() {
         session: "ic-ngrok1".into(),
         header: parse_header(Some("x-dev:carol")).unwrap(),
         owner: "carol@laptop".into(),
-        tunnel: "ngrok".into(),
-        upstream: "localhost:443".into(),
+        tunnel: TunnelKind::Ngrok,
+        upstream: Some("localhost:443".into()),
         lease: "l".into(),
         started: "now".into(),
         tls: Some(czctl::intercept::record::TlsUpstream {

@@ -39,12 +39,19 @@ pub const NEEDED: [Right; 7] = [
 ];
 
 /// What `service intercept` needs on top (a denial is a warning: teleports work without them).
-pub const FOR_INTERCEPT: [Right; 6] = [
+/// It writes its objects with server-side apply (patch, and create when they are new) and
+/// watches its Deployments roll out.
+pub const FOR_INTERCEPT: [Right; 11] = [
     right("patch", "", "services", ""),
     right("create", "apps", "deployments", ""),
+    right("patch", "apps", "deployments", ""),
+    right("watch", "apps", "deployments", ""),
     right("create", "", "configmaps", ""),
+    right("patch", "", "configmaps", ""),
     right("create", "", "secrets", ""),
+    right("patch", "", "secrets", ""),
     right("create", "coordination.k8s.io", "leases", ""),
+    right("patch", "coordination.k8s.io", "leases", ""),
     right("create", "", "services", ""),
 ];
 

@@ -7,17 +7,22 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Patch, PatchParams};
-use kube::Client;
-use serde_json::Value;
+use kube::core::DynamicObject;
+use kube::{Api, Client};
 use tracing::{info, warn};
 
 use super::names;
-use super::objects::{self, Kind};
+use super::objects::{self, Conflicts};
 use super::publish;
 use super::record::{RecordBody, FINALIZER};
 use super::shape::{self, difference, forced_restore};
-use super::store::{status_of, RecordStore, StoreError};
+use super::store::{is_conflict, status_of, RecordStore, StoreError};
+use super::wait;
 
 /// How long closing one of several routes waits for the router to drop it.
 const ROLLOUT_WAIT: Duration = Duration::from_secs(60);
@@ -71,6 +76,8 @@ pub async fn remove_route(
     force: bool,
 ) -> Result<Closed, CloseError> {
     let name = names::record(namespace, service);
+    let what = format!("the session record {name}");
+    let mut conflicts = Conflicts::default();
     loop {
         let Some(mut stored) = store.get(&name).await? else {
             delete_session_parts(client, namespace, service, session).await?;
@@ -86,7 +93,10 @@ pub async fn remove_route(
             }
             stored.body.generation += 1;
             let written = match store.replace(&stored).await {
-                Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => continue,
+                Err(e) if is_conflict(&e) => {
+                    conflicts.again(&what).await?;
+                    continue;
+                }
                 other => other?,
             };
             publish::router(client, store, namespace, &written).await?;
@@ -95,7 +105,7 @@ pub async fn remove_route(
             let router = names::router(service);
             let generation = written.body.generation;
             if let Err(e) =
-                objects::wait_rollout(client, namespace, &router, generation, ROLLOUT_WAIT).await
+                wait::rollout_within(client, namespace, &router, generation, ROLLOUT_WAIT).await
             {
                 warn!(%namespace, %service, error = %e, "the router did not roll out without the closed route in time; its requests may fail until it does");
             }
@@ -110,7 +120,10 @@ pub async fn remove_route(
             stored.body.closing = true;
             stored.body.generation += 1;
             match store.replace(&stored).await {
-                Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => continue,
+                Err(e) if is_conflict(&e) => {
+                    conflicts.again(&what).await?;
+                    continue;
+                }
                 other => {
                     stored = other?;
                 }
@@ -120,7 +133,8 @@ pub async fn remove_route(
         loop {
             stored.drop_finalizer(FINALIZER);
             match store.replace(&stored).await {
-                Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => {
+                Err(e) if is_conflict(&e) => {
+                    conflicts.again(&what).await?;
                     match store.get(&name).await? {
                         Some(fresh) => stored = fresh,
                         None => break,
@@ -135,13 +149,22 @@ pub async fn remove_route(
         }
         store.delete(&name).await?;
         delete_session_parts(client, namespace, service, session).await?;
-        for (kind, part) in [
-            (Kind::Deployment, names::router(service)),
-            (Kind::ConfigMap, names::router(service)),
-            (Kind::Service, names::decoy(service)),
-        ] {
-            objects::delete(&objects::api(client, namespace, kind), &part).await?;
-        }
+        let router = names::router(service);
+        objects::delete(
+            &Api::<Deployment>::namespaced(client.clone(), namespace),
+            &router,
+        )
+        .await?;
+        objects::delete(
+            &Api::<ConfigMap>::namespaced(client.clone(), namespace),
+            &router,
+        )
+        .await?;
+        objects::delete(
+            &Api::<Service>::namespaced(client.clone(), namespace),
+            &names::decoy(service),
+        )
+        .await?;
         info!(%namespace, %service, "service restored and intercept removed");
         return Ok(Closed::Restored);
     }
@@ -155,15 +178,12 @@ pub async fn delete_session_parts(
     session: &str,
 ) -> Result<(), kube::Error> {
     let name = names::session_part(service, session);
-    for kind in [
-        Kind::Deployment,
-        Kind::Service,
-        Kind::Secret,
-        Kind::Lease,
-        Kind::NetworkPolicy,
-    ] {
-        objects::delete(&objects::api(client, namespace, kind), &name).await?;
-    }
+    let c = || client.clone();
+    objects::delete(&Api::<Deployment>::namespaced(c(), namespace), &name).await?;
+    objects::delete(&Api::<Service>::namespaced(c(), namespace), &name).await?;
+    objects::delete(&Api::<Secret>::namespaced(c(), namespace), &name).await?;
+    objects::delete(&Api::<Lease>::namespaced(c(), namespace), &name).await?;
+    objects::delete(&Api::<NetworkPolicy>::namespaced(c(), namespace), &name).await?;
     Ok(())
 }
 
@@ -172,15 +192,15 @@ async fn current_service(
     client: &Client,
     namespace: &str,
     body: &RecordBody,
-) -> Result<Option<Value>, kube::Error> {
-    let api = objects::api(client, namespace, Kind::Service);
+) -> Result<Option<DynamicObject>, kube::Error> {
+    let api = objects::user_services(client, namespace);
     let Some(svc) = api.get_opt(&body.service).await? else {
         return Ok(None);
     };
     if svc.metadata.uid.as_deref() != Some(body.service_uid.as_str()) {
         return Ok(None);
     }
-    Ok(Some(serde_json::to_value(&svc).unwrap_or_default()))
+    Ok(Some(svc))
 }
 
 /// Refuses (unless `force`) when the Service differs from what czctl set.
@@ -221,18 +241,12 @@ async fn restore_service(
         info!(%namespace, service = %body.service, "the Service is gone or was re-created; nothing to restore");
         return Ok(());
     }
-    let ops = if force {
-        let mut ops = vec![
-            serde_json::json!({"op": "test", "path": "/metadata/uid", "value": body.service_uid}),
-        ];
-        ops.extend(forced_restore(&body.original));
-        ops
+    let patch = if force {
+        forced_restore(&body.service_uid, &body.original)
     } else {
         body.restore_patch.clone()
     };
-    let patch: json_patch::Patch =
-        serde_json::from_value(Value::Array(ops)).expect("restore patches are valid JSON patches");
-    let api = objects::api(client, namespace, Kind::Service);
+    let api = objects::user_services(client, namespace);
     match api
         .patch(
             &body.service,

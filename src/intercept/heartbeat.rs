@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -32,7 +32,13 @@ pub async fn renew(client: Client, namespace: String, name: String, stop: Cancel
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(RENEW_EVERY) => {}
         }
-        let patch = json!({"spec": {"renewTime": micro_now()}});
+        let patch = Lease {
+            spec: Some(LeaseSpec {
+                renew_time: Some(MicroTime(jiff::Timestamp::now())),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        };
         if let Err(e) = api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -70,6 +76,7 @@ pub fn lease_expired(lease: &Lease, now: jiff::Timestamp) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn lease(renewed: &str, seconds: i32) -> Lease {
         serde_json::from_value(json!({

@@ -3,15 +3,18 @@
 //!
 //! - [`spec`]: header routes and the local target, checked before anything else.
 //! - [`shape`]: what the Service looks like, what czctl sets, the checked patches.
-//! - [`record`], [`store`]: the Session record (CRD or ConfigMap) that holds the restore patch
-//!   and the routes with their owners.
-//! - [`manifests`], [`objects`], [`names`]: the router, decoy, tunnel and heartbeat objects.
+//! - [`record`], [`store`]: the Session record (a custom resource whose CRD is derived from
+//!   [`record::RecordBody`], or a ConfigMap) that holds the restore patch and the routes with
+//!   their owners; written with replace, so concurrent czctl runs never both win.
+//! - [`manifests`], [`objects`], [`names`]: the router, decoy, tunnel and heartbeat objects, as
+//!   typed k8s-openapi objects written with server-side apply (field manager `czctl`); 409
+//!   conflicts are retried with backoff a bounded number of times.
 //! - [`nginx`], [`publish`]: the router's configuration from the record.
 //! - [`setup`], [`routes`], [`close`]: adding a route (record first, then the objects, then the
 //!   Service patch) and removing it; the last close restores the Service.
 //! - [`heartbeat`]: the Lease that marks a crashed czctl's routes as stale.
-//! - [`wait`]: the start's waits: progress after 2 s, fail-fast on pods that cannot start,
-//!   `--timeout`; [`parent`]: a detached start gives up when its foreground parent dies.
+//! - [`wait`]: the start's waits, watching (kube-runtime's `await_condition`, reflectors), not
+//!   polling: progress after 2 s, fail-fast on pods that cannot start, `--timeout`.
 //!
 //! ```text
 //! client ─▶ Service (selector → router) ─▶ NGINX ─┬─ header matches ─▶ tunnel agent ─▶ laptop

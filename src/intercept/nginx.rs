@@ -46,8 +46,14 @@ fn upstream_name(session: &str) -> String {
     )
 }
 
-/// Renders nginx.conf.
+/// Renders nginx.conf. A route whose tunnel has no in-cluster address yet (its agent is still
+/// starting) is left out: its requests go to the original pods until it has one.
 pub fn render(config: &RouterConfig<'_>) -> String {
+    let routes: Vec<(&Route, String)> = config
+        .routes
+        .iter()
+        .filter_map(|r| Some((r, r.destination()?)))
+        .collect();
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(
@@ -68,7 +74,7 @@ pub fn render(config: &RouterConfig<'_>) -> String {
     );
     // One map per header name, chained: the first matching route wins.
     let mut headers: Vec<&HeaderMatch> = Vec::new();
-    for route in config.routes {
+    for (route, _) in &routes {
         if !headers.iter().any(|h| h.name == route.header.name) {
             headers.push(&route.header);
         }
@@ -79,11 +85,7 @@ pub fn render(config: &RouterConfig<'_>) -> String {
             w,
             "    map \"v:{variable}\" $czctl_r{i} {{\n        default \"\";"
         );
-        for route in config
-            .routes
-            .iter()
-            .filter(|r| r.header.name == header.name)
-        {
+        for (route, _) in routes.iter().filter(|(r, _)| r.header.name == header.name) {
             let _ = writeln!(
                 w,
                 "        \"v:{}\" {};",
@@ -106,10 +108,9 @@ pub fn render(config: &RouterConfig<'_>) -> String {
     let _ = writeln!(w, "    map $host $czctl_route {{ default {fallback}; }}");
     // Per-route upstream settings: tunnels reached over HTTPS by name (ngrok) get their Host,
     // SNI and secret header; everything else keeps the client's Host and no secret.
-    let tls: Vec<(String, &TlsUpstream)> = config
-        .routes
+    let tls: Vec<(String, &TlsUpstream)> = routes
         .iter()
-        .filter_map(|r| Some((upstream_name(&r.session), r.tls.as_ref()?)))
+        .filter_map(|(r, _)| Some((upstream_name(&r.session), r.tls.as_ref()?)))
         .collect();
     for (var, default, value) in [
         ("scheme", "http", None),
@@ -134,11 +135,7 @@ pub fn render(config: &RouterConfig<'_>) -> String {
         "    upstream decoy {{ server {}:{}; keepalive 16; }}",
         config.decoy_ip, config.intercepted
     );
-    for route in config.routes {
-        let server = match &route.tls {
-            Some(tls) => format!("{}:443", tls.host),
-            None => route.upstream.clone(),
-        };
+    for (route, server) in &routes {
         let _ = writeln!(
             w,
             "    # {} for {} ({} tunnel)\n    upstream {} {{ server {server}; }}",
@@ -193,6 +190,7 @@ pub fn render(config: &RouterConfig<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::intercept::record::TunnelKind;
     use crate::intercept::spec::parse_header;
 
     pub(crate) fn route(session: &str, spec: &str, upstream: &str) -> Route {
@@ -200,8 +198,8 @@ mod tests {
             session: session.into(),
             header: parse_header(Some(spec)).unwrap(),
             owner: "dev@laptop".into(),
-            tunnel: "cluster".into(),
-            upstream: upstream.into(),
+            tunnel: TunnelKind::Cluster,
+            upstream: Some(upstream.into()),
             lease: format!("interceptor-echo-{session}"),
             started: "2026-11-23T09:00:00Z".into(),
             tls: None,
@@ -240,8 +238,8 @@ mod tests {
 
     #[test]
     fn tls_routes_get_host_sni_and_secret() {
-        let mut r = route("ic-ngk", "x-dev:carol", "");
-        r.tunnel = "ngrok".into();
+        let mut r = route("ic-ngk", "x-dev:carol", "ab-12.ngrok-free.app:443");
+        r.tunnel = TunnelKind::Ngrok;
         r.tls = Some(TlsUpstream {
             host: "ab-12.ngrok-free.app".into(),
             secret: "S3cr3t_x".into(),
@@ -260,6 +258,16 @@ mod tests {
         );
         assert!(conf.contains("proxy_set_header x-czctl-tunnel-secret $czctl_secret;"));
         assert!(!conf.contains("t_ic_aaa https"));
+    }
+
+    #[test]
+    fn a_route_without_an_address_yet_is_left_out() {
+        let mut starting = route("ic-new", "x-dev:dave", "");
+        starting.upstream = None;
+        let conf = sample(&[route("ic-aaa", "x-dev:alice", "127.9.128.8:7001"), starting]);
+        assert!(conf.contains("\"v:alice\" t_ic_aaa;"), "{conf}");
+        assert!(!conf.contains("t_ic_new"), "{conf}");
+        assert!(!conf.contains("server ;"), "{conf}");
     }
 
     #[test]

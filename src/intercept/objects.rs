@@ -1,187 +1,167 @@
-//! Creating and waiting for the intercept's objects through one dynamic API per kind.
+//! Writing the intercept's own objects: server-side apply with czctl's field manager, deletes
+//! that accept "already gone", the router's generation-guarded writes, and the bounded,
+//! backed-off retries of writes that lost an optimistic-concurrency race (409 Conflict).
+//!
+//! The user's Service is the exception: it is read as raw JSON ([`user_services`]) and changed
+//! only by JSON patches whose `test` operations compare every field the server returned (a
+//! typed Service would drop fields newer than czctl's API version, and the tests would fail).
 
-use std::time::{Duration, Instant};
+use std::fmt::Debug;
+use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject};
-use kube::{Api, Client};
-use serde_json::Value;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use super::manifests::GENERATION_ANNOTATION;
-use super::store::status_of;
+use super::store::{status_of, StoreError};
 
-/// The kinds an intercept creates.
-#[derive(Debug, Clone, Copy)]
-pub enum Kind {
-    /// v1 Service.
-    Service,
-    /// v1 ConfigMap.
-    ConfigMap,
-    /// v1 Secret.
-    Secret,
-    /// apps/v1 Deployment.
-    Deployment,
-    /// coordination.k8s.io/v1 Lease.
-    Lease,
-    /// networking.k8s.io/v1 NetworkPolicy.
-    NetworkPolicy,
+/// The field manager of everything czctl applies.
+pub const FIELD_MANAGER: &str = "czctl";
+
+/// The user's Services in `namespace`, as raw JSON (see the module docs).
+pub fn user_services(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::erase::<Service>(&()),
+    )
 }
 
-/// A dynamic API for `kind` in `namespace`.
-pub fn api(client: &Client, namespace: &str, kind: Kind) -> Api<DynamicObject> {
-    let resource = match kind {
-        Kind::Service => ApiResource::erase::<Service>(&()),
-        Kind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
-        Kind::Secret => ApiResource::erase::<Secret>(&()),
-        Kind::Deployment => ApiResource::erase::<Deployment>(&()),
-        Kind::Lease => ApiResource::erase::<Lease>(&()),
-        Kind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
-    };
-    Api::namespaced_with(client.clone(), namespace, &resource)
+/// Server-side apply as czctl: czctl's fields win over another manager's (`force`), fields
+/// others set and czctl does not are kept.
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
 }
 
-fn object(manifest: Value) -> DynamicObject {
-    serde_json::from_value(manifest).expect("manifests are valid objects")
-}
-
-/// Creates `manifest`; when it exists already, returns the existing object.
-pub async fn create_or_get(
-    api: &Api<DynamicObject>,
-    manifest: Value,
-) -> Result<DynamicObject, kube::Error> {
-    let obj = object(manifest);
-    match api.create(&PostParams::default(), &obj).await {
-        Err(e) if status_of(&e) == Some(409) => {
-            api.get(obj.metadata.name.as_deref().unwrap_or_default())
-                .await
-        }
-        other => other,
-    }
+/// Applies `obj` (named in its metadata) and returns it as the server stored it.
+pub async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K, kube::Error>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+{
+    api.patch(&obj.name_any(), &apply_params(), &Patch::Apply(obj))
+        .await
 }
 
 /// Deletes `name` (already gone is fine).
-pub async fn delete(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
+pub async fn delete<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
     match api.delete(name, &DeleteParams::background()).await {
         Err(e) if status_of(&e) != Some(404) => Err(e),
         _ => Ok(()),
     }
 }
 
-/// The generation an object's annotation (or its pod template's) carries.
-fn generation_of(obj: &DynamicObject, in_template: bool) -> u64 {
-    let value = if in_template {
-        obj.data["spec"]["template"]["metadata"]["annotations"][GENERATION_ANNOTATION].as_str()
-    } else {
-        obj.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(GENERATION_ANNOTATION))
-            .map(String::as_str)
-    };
-    value.and_then(|g| g.parse().ok()).unwrap_or(0)
+/// The delays between tries of a write refused with 409 Conflict: 20 ms doubling to 1 s, each
+/// with up to as much again at random (so racing writers spread out), at most
+/// [`CONFLICT_RETRIES`] times.
+pub(crate) struct Conflicts {
+    delays: ExponentialBackoff,
+    refused: usize,
 }
 
-/// Writes `manifest` unless the object already carries a generation ≥ `generation`
-/// (a concurrent czctl wrote a newer configuration); retries on conflicts.
-pub async fn write_generation(
-    api: &Api<DynamicObject>,
-    manifest: Value,
-    generation: u64,
-    in_template: bool,
-) -> Result<(), kube::Error> {
-    let mut obj = object(manifest);
-    let name = obj.metadata.name.clone().unwrap_or_default();
-    loop {
-        let existing = match api.get_opt(&name).await? {
-            None => match api.create(&PostParams::default(), &obj).await {
-                Err(e) if status_of(&e) == Some(409) => continue,
-                other => return other.map(|_| ()),
-            },
-            Some(existing) => existing,
-        };
-        if generation_of(&existing, in_template) >= generation {
-            return Ok(());
-        }
-        obj.metadata.resource_version = existing.metadata.resource_version.clone();
-        match api.replace(&name, &PostParams::default(), &obj).await {
-            Err(e) if status_of(&e) == Some(409) => continue,
-            other => return other.map(|_| ()),
+/// How often a write refused with 409 Conflict is tried again.
+pub(crate) const CONFLICT_RETRIES: usize = 12;
+
+impl Default for Conflicts {
+    fn default() -> Self {
+        Conflicts {
+            delays: ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(20))
+                .with_max_delay(Duration::from_secs(1))
+                .with_factor(2.0)
+                .with_jitter()
+                .with_max_times(CONFLICT_RETRIES)
+                .build(),
+            refused: 0,
         }
     }
 }
 
-/// Waits until the Deployment `name` has rolled out a template of generation ≥ `generation`
-/// (or any, with 0) and all its replicas are updated and available. On timeout, says why
-/// with the pods' waiting reasons.
-pub async fn wait_rollout(
-    client: &Client,
-    namespace: &str,
-    name: &str,
+impl Conflicts {
+    /// After a write of `what` was refused with 409: waits before the next try, or fails when
+    /// the tries are used up.
+    pub(crate) async fn again(&mut self, what: &str) -> Result<(), StoreError> {
+        self.refused += 1;
+        match self.delays.next() {
+            Some(delay) => {
+                tokio::time::sleep(delay).await;
+                Ok(())
+            }
+            None => Err(StoreError::Contended {
+                what: what.to_string(),
+                tries: self.refused,
+            }),
+        }
+    }
+}
+
+/// Writes `obj` unless the object already carries a generation ≥ `generation` (a concurrent
+/// czctl wrote a newer configuration): a missing object is created (so of two racing
+/// creators only one wins), an older one is applied with its resourceVersion as a
+/// precondition (so a newer write in between is never overwritten). Conflicts are retried
+/// with backoff, a bounded number of times.
+pub async fn write_generation<K>(
+    api: &Api<K>,
+    mut obj: K,
     generation: u64,
-    timeout: Duration,
-) -> Result<(), String> {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let deadline = Instant::now() + timeout;
+    generation_of: impl Fn(&K) -> u64,
+) -> Result<(), StoreError>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let name = obj.name_any();
+    let what = format!("{} {name}", K::kind(&Default::default()));
+    let mut conflicts = Conflicts::default();
     loop {
-        let done = match deployments.get_opt(name).await {
-            Ok(Some(d)) => super::wait::rolled_out(&d, generation),
-            Ok(None) => return Err(format!("deployment {namespace}/{name} was deleted")),
-            Err(e) => {
-                return Err(format!(
-                    "cannot read deployment {namespace}/{name}: {}",
-                    crate::exit::describe(&e)
-                ))
+        let written = match api.get_opt(&name).await? {
+            None => {
+                let params = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PostParams::default()
+                };
+                obj.meta_mut().resource_version = None;
+                api.create(&params, &obj).await
+            }
+            Some(existing) if generation_of(&existing) >= generation => return Ok(()),
+            Some(existing) => {
+                obj.meta_mut().resource_version = existing.meta().resource_version.clone();
+                api.patch(&name, &apply_params(), &Patch::Apply(&obj)).await
             }
         };
-        if done {
-            return Ok(());
+        match written {
+            Err(e) if status_of(&e) == Some(409) => conflicts.again(&what).await?,
+            other => return other.map(drop).map_err(StoreError::from),
         }
-        if Instant::now() > deadline {
-            let why = pod_problems(client, namespace, name).await;
-            return Err(format!(
-                "deployment {namespace}/{name} was not ready after {}s{why}",
-                timeout.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// The waiting reasons of a Deployment's pods, for timeout messages.
-async fn pod_problems(client: &Client, namespace: &str, deployment: &str) -> String {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let Ok(list) = pods.list(&ListParams::default()).await else {
-        return String::new();
-    };
-    let mut lines = Vec::new();
-    for pod in list.items.iter().filter(|p| {
-        p.metadata
-            .name
-            .as_deref()
-            .is_some_and(|n| n.starts_with(&format!("{deployment}-")))
-    }) {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let statuses = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.clone())
-            .unwrap_or_default();
-        for cs in statuses {
-            if let Some(w) = cs.state.and_then(|s| s.waiting) {
-                lines.push(format!(
-                    "\n  pod {name} container {}: {} {}",
-                    cs.name,
-                    w.reason.unwrap_or_default(),
-                    w.message.unwrap_or_default()
-                ));
-            } else if !cs.ready {
-                lines.push(format!("\n  pod {name} container {}: not ready", cs.name));
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn conflicts_are_retried_a_bounded_number_of_times_with_growing_delays() {
+        let mut conflicts = Conflicts::default();
+        let start = tokio::time::Instant::now();
+        for _ in 0..CONFLICT_RETRIES {
+            conflicts.again("the record").await.unwrap();
         }
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(5) && waited <= Duration::from_secs(30),
+            "{waited:?}"
+        );
+        let err = conflicts.again("the record").await.unwrap_err().to_string();
+        assert!(
+            err.contains("the record kept changing") && err.contains("13 writes"),
+            "{err}"
+        );
     }
-    lines.concat()
 }

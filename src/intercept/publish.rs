@@ -2,12 +2,15 @@
 //! on the Deployment's pod template, so the router rolls (new pod ready before the old one
 //! goes). Writes never go backwards: a concurrent czctl that published a newer generation wins.
 
-use kube::Client;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::{Api, Client};
 
-use super::manifests::{self, Common};
+use super::manifests::{self, Common, GENERATION_ANNOTATION};
 use super::names;
 use super::nginx::{self, RouterConfig};
-use super::objects::{self, Kind};
+use super::objects;
+use super::shape;
 use super::store::{RecordStore, StoreError, Stored};
 
 /// Writes the router's configuration and Deployment for `stored`'s generation.
@@ -18,19 +21,21 @@ pub async fn router(
     stored: &Stored,
 ) -> Result<(), StoreError> {
     let body = &stored.body;
-    let decoy = objects::api(client, namespace, Kind::Service)
-        .get(&names::decoy(&body.service))
+    let decoy_name = names::decoy(&body.service);
+    let decoy = Api::<Service>::namespaced(client.clone(), namespace)
+        .get(&decoy_name)
         .await?;
-    let decoy_ip = decoy.data["spec"]["clusterIP"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let decoy_ip = cluster_ip(&decoy).ok_or_else(|| {
+        StoreError::Incomplete(format!(
+            "the decoy Service {namespace}/{decoy_name} has no ClusterIP"
+        ))
+    })?;
     let ports = body
         .original
         .ports
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| Some((i, u16::try_from(p["port"].as_u64()?).ok()?)))
+        .filter_map(|(i, p)| Some((i, shape::port_number(p)?)))
         .collect();
     let conf = nginx::render(&RouterConfig {
         service: format!("{namespace}/{}", body.service),
@@ -40,21 +45,21 @@ pub async fn router(
         routes: &body.routes,
         generation: body.generation,
     });
-    let owner = store.owner_ref(stored);
+    let owner = store.owner_ref(stored)?;
     let common = Common {
         namespace,
         service: &body.service,
         owner: &owner,
     };
     objects::write_generation(
-        &objects::api(client, namespace, Kind::ConfigMap),
+        &Api::<ConfigMap>::namespaced(client.clone(), namespace),
         manifests::router_config(&common, &conf, body.generation),
         body.generation,
-        false,
+        |cm| generation_in(cm.metadata.annotations.as_ref()),
     )
     .await?;
     objects::write_generation(
-        &objects::api(client, namespace, Kind::Deployment),
+        &Api::<Deployment>::namespaced(client.clone(), namespace),
         manifests::router(
             &common,
             &body.router_image,
@@ -63,8 +68,37 @@ pub async fn router(
             body.generation,
         ),
         body.generation,
-        true,
+        template_generation,
     )
     .await?;
     Ok(())
+}
+
+/// A Service's ClusterIP, once allocated.
+pub(crate) fn cluster_ip(service: &Service) -> Option<String> {
+    service
+        .spec
+        .as_ref()?
+        .cluster_ip
+        .clone()
+        .filter(|ip| !ip.is_empty() && ip != "None")
+}
+
+/// The generation an annotation map carries (0 without one).
+pub fn generation_in(annotations: Option<&std::collections::BTreeMap<String, String>>) -> u64 {
+    annotations
+        .and_then(|a| a.get(GENERATION_ANNOTATION))
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The generation a Deployment's pod template carries (0 without one).
+pub(crate) fn template_generation(d: &Deployment) -> u64 {
+    generation_in(
+        d.spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref()),
+    )
 }

@@ -5,8 +5,11 @@
 //! be created or read, as the `session.json` key of a labelled ConfigMap (see [`super::store`]).
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use super::spec::HeaderMatch;
@@ -16,16 +19,36 @@ use super::spec::HeaderMatch;
 pub const FINALIZER: &str = "czctl.dev/restore-service";
 
 /// The parts of a Service an intercept changes, exactly as the API server returned them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Shape {
     /// `spec.selector`.
     pub selector: BTreeMap<String, String>,
     /// `spec.ports`, as raw JSON so `test` operations compare every field the server has.
+    #[schemars(schema_with = "objects_kept_whole")]
     pub ports: Vec<Value>,
 }
 
+/// How a route's requests reach the developer's machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelKind {
+    /// czctl's agent pod in the cluster, reached through port-forward.
+    Cluster,
+    /// An ngrok endpoint, reached over HTTPS with a secret header.
+    Ngrok,
+}
+
+impl fmt::Display for TunnelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TunnelKind::Cluster => "cluster",
+            TunnelKind::Ngrok => "ngrok",
+        })
+    }
+}
+
 /// One developer's route through the router.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Route {
     /// The local czctl session id (`ic-xxxxxx`).
@@ -34,10 +57,14 @@ pub struct Route {
     pub header: HeaderMatch,
     /// Who: `user@host`.
     pub owner: String,
-    /// Tunnel kind: `cluster` or `ngrok`.
-    pub tunnel: String,
-    /// Where the router sends these requests (`IP:PORT` of the tunnel's in-cluster end).
-    pub upstream: String,
+    /// How the requests reach the owner's machine.
+    pub tunnel: TunnelKind,
+    /// Where the router sends these requests (`IP:PORT` of the tunnel's in-cluster end);
+    /// `None` until the agent's Service has an address. Stored as `""` when unknown, as
+    /// earlier versions wrote and still expect it.
+    #[serde(default, with = "empty_is_none")]
+    #[schemars(with = "String")]
+    pub upstream: Option<String>,
     /// The heartbeat Lease's name.
     pub lease: String,
     /// When the route was added (RFC 3339).
@@ -48,9 +75,43 @@ pub struct Route {
     pub tls: Option<TlsUpstream>,
 }
 
+impl Route {
+    /// Where the router sends this route's requests: the HTTPS host for tunnels reached by
+    /// name, else the agent's `IP:PORT`; `None` while the agent has no address yet.
+    pub fn destination(&self) -> Option<String> {
+        match &self.tls {
+            Some(tls) => Some(format!("{}:443", tls.host)),
+            None => self.upstream.clone(),
+        }
+    }
+}
+
+/// `Option<String>` stored as a string that is empty for `None`.
+mod empty_is_none {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value.as_deref().unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        Ok(text.filter(|t| !t.is_empty()))
+    }
+}
+
+/// The schema of a list of JSON objects kept as the server returned them (Service ports, JSON
+/// patch operations): the structural schema must not prune a field czctl does not know.
+fn objects_kept_whole(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+    })
+}
+
 /// An upstream reached over HTTPS by host name, guarded by a secret header (its Debug form
 /// never shows the secret).
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TlsUpstream {
     /// Host name (SNI and Host header).
     pub host: String,
@@ -67,8 +128,27 @@ impl std::fmt::Debug for TlsUpstream {
     }
 }
 
-/// The record's body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The record's body: the `spec` of a `sessions.czctl.dev/v1` Session, whose
+/// CustomResourceDefinition (with a structural schema) is derived from it.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "czctl.dev",
+    version = "v1",
+    kind = "Session",
+    plural = "sessions",
+    singular = "session",
+    shortname = "czsession",
+    namespaced,
+    label("app.kubernetes.io/managed-by", "czctl"),
+    doc = "An intercept of a Service by czctl: the original selector and ports, the restore patch and the header routes.",
+    printcolumn(name = "Service", type_ = "string", json_path = ".spec.service"),
+    printcolumn(name = "Port", type_ = "integer", json_path = ".spec.port"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordBody {
     /// The intercepted Service's name.
@@ -86,7 +166,8 @@ pub struct RecordBody {
     pub hijacked: Option<Shape>,
     /// The JSON patch that restores the Service (`test` ops first), once it is patched.
     #[serde(default)]
-    pub restore_patch: Vec<Value>,
+    #[schemars(schema_with = "objects_kept_whole")]
+    pub restore_patch: json_patch::Patch,
     /// Bumped on every change of `routes`; the router's configuration carries it.
     pub generation: u64,
     /// The last route is being removed: nobody may add one until the record is gone.
@@ -121,6 +202,30 @@ mod tests {
     }
 
     #[test]
+    fn routes_stored_by_earlier_versions_still_parse() {
+        let stored = serde_json::json!({
+            "session": "ic-abc", "header": {"name": "x-dev", "value": "alice"},
+            "owner": "alice@laptop", "tunnel": "cluster", "upstream": "",
+            "lease": "interceptor-echo-ic-abc", "started": "2026-11-23T09:00:00Z",
+        });
+        let route: Route = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(route.tunnel, TunnelKind::Cluster);
+        assert_eq!(route.upstream, None);
+        assert_eq!(route.destination(), None);
+        // Written back the way earlier versions read it.
+        assert_eq!(serde_json::to_value(&route).unwrap(), stored);
+        let mut ngrok = stored;
+        ngrok["tunnel"] = "ngrok".into();
+        ngrok["upstream"] = "a.ngrok.app:443".into();
+        let route: Route = serde_json::from_value(ngrok).unwrap();
+        assert_eq!(route.tunnel, TunnelKind::Ngrok);
+        assert_eq!(route.upstream.as_deref(), Some("a.ngrok.app:443"));
+        let mut unknown = serde_json::to_value(&route).unwrap();
+        unknown["tunnel"] = "carrier-pigeon".into();
+        assert!(serde_json::from_value::<Route>(unknown).is_err());
+    }
+
+    #[test]
     fn round_trips_with_camel_case_keys() {
         let body = RecordBody {
             service: "echo".into(),
@@ -132,7 +237,7 @@ mod tests {
                 ports: vec![serde_json::json!({"port": 8080, "targetPort": "http"})],
             },
             hijacked: None,
-            restore_patch: vec![],
+            restore_patch: json_patch::Patch::default(),
             generation: 1,
             closing: false,
             routes: vec![],

@@ -2,16 +2,15 @@
 //! route after checking it clashes with no live route and no stale one is in the way, and the
 //! optimistic-concurrency loop every later record write goes through.
 
-use std::time::Duration;
-
 use kube::Client;
 
 use super::heartbeat::{self, micro_now};
 use super::names;
+use super::objects::Conflicts;
 use super::record::{RecordBody, Route};
 use super::setup::{store_error, Request, TunnelPlan};
 use super::shape;
-use super::store::{status_of, RecordStore, StoreError, Stored};
+use super::store::{is_conflict, RecordStore, Stored};
 use super::wait::Waits;
 use crate::exit::{Code, Fatal};
 
@@ -28,10 +27,10 @@ pub async fn join_record(
         session: req.session.clone(),
         header: req.header.clone(),
         owner: req.owner.clone(),
-        tunnel: req.tunnel.kind().to_string(),
+        tunnel: req.tunnel.kind(),
         upstream: match &req.tunnel {
-            TunnelPlan::Ngrok(tls) => format!("{}:443", tls.host),
-            TunnelPlan::Cluster { .. } => String::new(),
+            TunnelPlan::Ngrok(tls) => Some(format!("{}:443", tls.host)),
+            TunnelPlan::Cluster { .. } => None,
         },
         lease: names::session_part(&req.service, &req.session),
         started: micro_now(),
@@ -40,51 +39,69 @@ pub async fn join_record(
             TunnelPlan::Cluster { .. } => None,
         },
     };
+    let mut conflicts = Conflicts::default();
     let mut closing = None;
-    for _ in 0..100 {
+    loop {
         let existing = store
             .get(&name)
             .await
             .map_err(|e| store_error("reading the session record", e))?;
         let Some(mut stored) = existing else {
-            let original = shape::of_service(&req.service_json)
+            let original = shape::of_service(&req.service_object)
                 .map_err(|e| Fatal::new(Code::Usage, e.to_string()))?;
+            let service_uid = req.service_object.metadata.uid.clone().ok_or_else(|| {
+                Fatal::new(
+                    Code::Failure,
+                    format!("{svc_name} as the API server returned it has no uid"),
+                )
+            })?;
             let body = RecordBody {
                 service: req.service.clone(),
-                service_uid: req.service_json["metadata"]["uid"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                service_uid,
                 port: req.port,
                 router_image: req.router_image.clone(),
                 original,
                 hijacked: None,
-                restore_patch: Vec::new(),
+                restore_patch: json_patch::Patch::default(),
                 generation: 1,
                 closing: false,
                 routes: vec![route.clone()],
             };
             match store.create(&name, &req.service, &body).await {
                 Ok(stored) => return Ok(stored),
-                Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => continue,
+                Err(e) if is_conflict(&e) => {
+                    conflicts
+                        .again(&format!("the session record of {svc_name}"))
+                        .await
+                        .map_err(|e| store_error("creating the session record", e))?;
+                    continue;
+                }
                 Err(e) => return Err(store_error("creating the session record", e)),
             }
         };
-        if stored.deleting() || stored.body.closing {
-            // The last route of an earlier intercept is being closed: wait for it.
+        if stored.closing() {
+            // The last route of an earlier intercept is being closed: watch until it is done.
             let progress = closing.get_or_insert_with(|| {
                 waits.start(
                     format!("the earlier intercept of {svc_name} to finish closing"),
                     None,
                 )
             });
-            if progress
-                .pending("its last route is being removed".into())
-                .is_err()
-            {
-                break;
+            let why = "its last route is being removed";
+            let open = store.wait_open(&name);
+            tokio::pin!(open);
+            loop {
+                if progress.pending(why.into()).is_err() {
+                    return Err(still_closing(req, &svc_name));
+                }
+                tokio::select! {
+                    opened = &mut open => {
+                        opened.map_err(|e| store_error("waiting for the earlier intercept", e))?;
+                        break;
+                    }
+                    () = tokio::time::sleep_until(progress.next_wake()) => {}
+                }
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
             continue;
         }
         if stored.body.port != req.port {
@@ -98,24 +115,25 @@ pub async fn join_record(
         stored.body.generation += 1;
         match store.replace(&stored).await {
             Ok(stored) => return Ok(stored),
-            Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => continue,
+            Err(e) if is_conflict(&e) => conflicts
+                .again(&format!("the session record of {svc_name}"))
+                .await
+                .map_err(|e| store_error("updating the session record", e))?,
             Err(e) => return Err(store_error("updating the session record", e)),
         }
     }
-    if closing.is_some() {
-        return Err(Fatal::new(
-            Code::Conflict,
-            format!(
-                "{svc_name}: an earlier intercept is still being closed (its close may have been refused because the Service was changed).\n\
-                 Finish it with: czctl service intercept {} -n {} --close (add --force to restore the Service anyway)",
-                req.service, req.namespace
-            ),
-        ));
-    }
-    Err(Fatal::new(
+}
+
+/// An earlier intercept's close did not finish within the start's time.
+fn still_closing(req: &Request, svc_name: &str) -> Fatal {
+    Fatal::new(
         Code::Conflict,
-        format!("{svc_name}: the session record kept changing under czctl; try again"),
-    ))
+        format!(
+            "{svc_name}: an earlier intercept is still being closed (its close may have been refused because the Service was changed).\n\
+             Finish it with: czctl service intercept {} -n {} --close (add --force to restore the Service anyway)",
+            req.service, req.namespace
+        ),
+    )
 }
 
 /// Refuses a route whose header value someone already routes, and offers the cleanup of
@@ -165,7 +183,7 @@ pub async fn record_upstream(
                     "our route was removed from the session record while the intercept started",
                 )
             })?;
-        route.upstream = upstream.to_string();
+        route.upstream = Some(upstream.to_string());
         body.generation += 1;
         Ok(())
     })
@@ -173,18 +191,23 @@ pub async fn record_upstream(
 }
 
 /// Applies `change` to the record and writes it, reading it again and re-applying the change
-/// when someone else wrote it meanwhile.
+/// when someone else wrote it meanwhile (with backoff, a bounded number of times).
 pub async fn update_record(
     store: &RecordStore,
     mut stored: Stored,
     what: &str,
     mut change: impl FnMut(&mut RecordBody) -> Result<(), Fatal>,
 ) -> Result<Stored, Fatal> {
+    let mut conflicts = Conflicts::default();
     loop {
         change(&mut stored.body)?;
         match store.replace(&stored).await {
             Ok(written) => return Ok(written),
-            Err(StoreError::Kube(e)) if status_of(&e) == Some(409) => {
+            Err(e) if is_conflict(&e) => {
+                conflicts
+                    .again(&format!("the session record {}", stored.name))
+                    .await
+                    .map_err(|e| store_error(what, e))?;
                 stored = store
                     .get(&stored.name)
                     .await

@@ -16,7 +16,7 @@ use tracing::warn;
 use super::close::{self, Closed};
 use super::manifests::AGENT_CONTROL_PORT;
 use super::names::{self, TUNNEL_LABEL};
-use super::objects::{self, Kind};
+use super::objects;
 use super::record::TlsUpstream;
 use super::setup::{self, close_fatal, Request, TunnelPlan};
 use super::shape;
@@ -112,7 +112,7 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
     let what = format!("service {ns}/{}", opts.service);
-    let svc = objects::api(&client, &ns, Kind::Service)
+    let svc = objects::user_services(&client, &ns)
         .get_opt(&opts.service)
         .await
         .map_err(|e| from_kube(&format!("reading {what}"), &e))?
@@ -122,9 +122,8 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
                 format!("{what} not found; list them with: kubectl get services -n {ns}"),
             )
         })?;
-    let service_json = serde_json::to_value(&svc).unwrap_or_default();
     let usage = |e: shape::ShapeError| Fatal::new(Code::Usage, e.to_string());
-    let original = shape::of_service(&service_json).map_err(usage)?;
+    let original = shape::of_service(&svc).map_err(usage)?;
     let port = shape::pick_port(&original, &opts.service, opts.port).map_err(usage)?;
     let store = RecordStore::detect(client.clone(), &ns)
         .await
@@ -190,7 +189,7 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
     let request = Request {
         namespace: ns.clone(),
         service: opts.service.clone(),
-        service_json,
+        service_object: svc,
         port,
         header: opts.header.clone(),
         session: session.clone(),

@@ -5,19 +5,25 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Patch, PatchParams};
+use kube::core::DynamicObject;
+use kube::runtime::{reflector, watcher};
 use kube::{Api, Client};
-use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::close::CloseError;
-use super::heartbeat::{micro_now, LEASE_SECONDS};
+use super::heartbeat::LEASE_SECONDS;
 use super::manifests::{self, Common, AGENT_DATA_PORT};
 use super::names;
-use super::objects::{self, Kind};
-use super::publish;
-use super::record::TlsUpstream;
+use super::objects;
+use super::publish::{self, cluster_ip};
+use super::record::{TlsUpstream, TunnelKind};
 use super::routes;
 use super::shape;
 use super::spec::HeaderMatch;
@@ -35,8 +41,8 @@ pub struct Request {
     pub namespace: String,
     /// The Service.
     pub service: String,
-    /// Its raw JSON as read at the start.
-    pub service_json: Value,
+    /// The Service as read at the start (raw JSON: see [`objects::user_services`]).
+    pub service_object: DynamicObject,
     /// The Service port to intercept.
     pub port: u16,
     /// The header route.
@@ -79,19 +85,27 @@ impl std::fmt::Debug for TunnelPlan {
 }
 
 impl TunnelPlan {
-    /// `cluster` or `ngrok`.
-    pub fn kind(&self) -> &'static str {
+    /// Which kind of tunnel the route records.
+    pub fn kind(&self) -> TunnelKind {
         match self {
-            TunnelPlan::Cluster { .. } => "cluster",
-            TunnelPlan::Ngrok(_) => "ngrok",
+            TunnelPlan::Cluster { .. } => TunnelKind::Cluster,
+            TunnelPlan::Ngrok(_) => TunnelKind::Ngrok,
         }
     }
 }
 
+/// A record-store failure as a user-facing failure: API errors by their status, a record
+/// others kept changing or one that is unreadable as conflicts, the rest as failures in the
+/// cluster.
 pub fn store_error(what: &str, e: StoreError) -> Fatal {
     match e {
         StoreError::Kube(e) => from_kube(what, &e),
-        other => Fatal::new(Code::Conflict, format!("{what}: {other}")),
+        e @ (StoreError::Corrupt { .. } | StoreError::Contended { .. }) => {
+            Fatal::new(Code::Conflict, format!("{what}: {e}"))
+        }
+        e @ (StoreError::Wait(_) | StoreError::Incomplete(_)) => {
+            Fatal::new(Code::Failure, format!("{what}: {e}"))
+        }
     }
 }
 
@@ -118,7 +132,9 @@ async fn finish(
     mut stored: Stored,
 ) -> Result<Stored, Fatal> {
     let ns = req.namespace.as_str();
-    let owner = store.owner_ref(&stored);
+    let owner = store
+        .owner_ref(&stored)
+        .map_err(|e| store_error("reading the session record", e))?;
     let common = Common {
         namespace: ns,
         service: &req.service,
@@ -128,18 +144,23 @@ async fn finish(
         let what = what.to_string();
         move |e: kube::Error| from_kube(&what, &e)
     };
-    let services = objects::api(client, ns, Kind::Service);
-    objects::create_or_get(&services, manifests::decoy(&common, &stored.body.original))
+    let decoy = manifests::decoy(&common, &stored.body.original).map_err(|e| {
+        Fatal::new(
+            Code::Conflict,
+            format!("the session record's Service ports cannot make the decoy Service: {e}"),
+        )
+    })?;
+    objects::apply(&Api::<Service>::namespaced(client.clone(), ns), &decoy)
         .await
         .map_err(kube_fatal("creating the decoy Service"))?;
-    objects::create_or_get(
-        &objects::api(client, ns, Kind::Lease),
-        manifests::lease(
+    objects::apply(
+        &Api::<Lease>::namespaced(client.clone(), ns),
+        &manifests::lease(
             &common,
             &req.session,
             &req.owner,
             LEASE_SECONDS,
-            &micro_now(),
+            jiff::Timestamp::now(),
         ),
     )
     .await
@@ -210,31 +231,41 @@ async fn cluster_tunnel(
 ) -> Result<String, Fatal> {
     let kube_fatal = |what: &'static str| move |e: kube::Error| from_kube(what, &e);
     let ns = common.namespace;
-    objects::create_or_get(
-        &objects::api(client, ns, Kind::Secret),
-        manifests::tunnel_secret(common, &req.session, token),
+    objects::apply(
+        &Api::<Secret>::namespaced(client.clone(), ns),
+        &manifests::tunnel_secret(common, &req.session, token),
     )
     .await
     .map_err(kube_fatal("creating the tunnel Secret"))?;
-    objects::create_or_get(
-        &objects::api(client, ns, Kind::Deployment),
-        manifests::tunnel(common, &req.session, agent_image),
+    objects::apply(
+        &Api::<Deployment>::namespaced(client.clone(), ns),
+        &manifests::tunnel(common, &req.session, agent_image),
     )
     .await
     .map_err(kube_fatal("creating the tunnel Deployment"))?;
-    if let Err(e) = objects::create_or_get(
-        &objects::api(client, ns, Kind::NetworkPolicy),
-        manifests::tunnel_policy(common, &req.session),
+    if let Err(e) = objects::apply(
+        &Api::<NetworkPolicy>::namespaced(client.clone(), ns),
+        &manifests::tunnel_policy(common, &req.session),
     )
     .await
     {
         warn!(error = %crate::exit::describe(&e), "could not restrict the tunnel agent to the router with a NetworkPolicy; other pods that can reach it could send requests to this machine");
     }
-    let services = objects::api(client, ns, Kind::Service);
-    let svc = objects::create_or_get(&services, manifests::tunnel_service(common, &req.session))
-        .await
-        .map_err(kube_fatal("creating the tunnel Service"))?;
-    let ip = svc.data["spec"]["clusterIP"].as_str().unwrap_or_default();
+    let svc = objects::apply(
+        &Api::<Service>::namespaced(client.clone(), ns),
+        &manifests::tunnel_service(common, &req.session),
+    )
+    .await
+    .map_err(kube_fatal("creating the tunnel Service"))?;
+    let ip = cluster_ip(&svc).ok_or_else(|| {
+        Fatal::new(
+            Code::Failure,
+            format!(
+                "the tunnel Service {ns}/{} has no ClusterIP",
+                names::session_part(&req.service, &req.session)
+            ),
+        )
+    })?;
     Ok(format!("{ip}:{AGENT_DATA_PORT}"))
 }
 
@@ -248,10 +279,8 @@ async fn hijack(
 ) -> Result<Stored, Fatal> {
     let body = &stored.body;
     let target = shape::hijacked(&body.original, &req.service, body.port);
-    let ops = shape::setup_patch(&body.service_uid, &body.original, &target);
-    let patch: json_patch::Patch =
-        serde_json::from_value(Value::Array(ops)).expect("setup patches are valid JSON patches");
-    let api = objects::api(client, &req.namespace, Kind::Service);
+    let patch = shape::setup_patch(&body.service_uid, &body.original, &target);
+    let api = objects::user_services(client, &req.namespace);
     let patched = match api
         .patch(
             &req.service,
@@ -274,7 +303,7 @@ async fn hijack(
                 .get(&req.service)
                 .await
                 .map_err(|e| from_kube("reading the Service", &e))?;
-            let now = shape::read(&serde_json::to_value(&now).unwrap_or_default());
+            let now = shape::read(&now);
             let diff = shape::difference(&body.original, &now).join("\n");
             return Err(Fatal::new(Code::Conflict, format!(
                 "service {}/{} changed while the intercept started (- when czctl read it, + now):\n{diff}\nTry again.",
@@ -283,7 +312,7 @@ async fn hijack(
         }
         Err(e) => return Err(from_kube("pointing the Service at the router", &e)),
     };
-    let readback = shape::read(&serde_json::to_value(&patched).unwrap_or_default());
+    let readback = shape::read(&patched);
     routes::update_record(store, stored, "recording the restore patch", |body| {
         body.restore_patch = shape::restore_patch(&body.service_uid, &readback, &body.original);
         body.hijacked = Some(readback.clone());
@@ -294,46 +323,54 @@ async fn hijack(
 
 /// Waits until the Service's EndpointSlices name only the router's pods, so the intercept is in
 /// effect when the command says it is ready (the endpoints follow the patched selector a moment
-/// later). Without the right to list EndpointSlices, or after [`ROUTE_TIMEOUT`] (or the start's
-/// timeout), it goes on: the Service is patched and the cluster catches up by itself.
+/// later). It watches the slices. Without the right to watch EndpointSlices, or after
+/// [`ROUTE_TIMEOUT`] (or the start's timeout), it goes on: the Service is patched and the
+/// cluster catches up by itself.
 async fn wait_routed(waits: &Waits, client: &Client, ns: &str, service: &str) {
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
-    let params = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let config =
+        watcher::Config::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let (slices, writer) = reflector::store();
+    let events = reflector(writer, watcher(api, config)).fuse();
+    tokio::pin!(events);
     let prefix = format!("{}-", names::router(service));
     let mut progress = waits.start(
         format!("the endpoints of service {ns}/{service} to name only the router's pods"),
         Some(ROUTE_TIMEOUT),
     );
+    let mut now = "no endpoints yet".to_string();
     loop {
-        let pods: Vec<String> = match api.list(&params).await {
-            Ok(list) => list
-                .items
-                .iter()
-                .flat_map(|slice| slice.endpoints.iter().flatten())
-                .filter_map(|e| e.target_ref.as_ref()?.name.clone())
-                .collect(),
-            Err(e) => {
-                debug!(error = %crate::exit::describe(&e), "not waiting for the Service's endpoints: cannot list them");
-                return;
+        tokio::select! {
+            Some(event) = events.next() => {
+                if let Err(e) = event {
+                    debug!(error = %e, "not waiting for the Service's endpoints: cannot watch them");
+                    return;
+                }
+                let pods: Vec<String> = slices
+                    .state()
+                    .iter()
+                    .flat_map(|slice| slice.endpoints.iter().flatten())
+                    .filter_map(|e| e.target_ref.as_ref()?.name.clone())
+                    .collect();
+                if !pods.is_empty() && pods.iter().all(|pod| pod.starts_with(&prefix)) {
+                    progress.done();
+                    return;
+                }
+                now = if pods.is_empty() {
+                    "no endpoints yet".to_string()
+                } else {
+                    format!("now {}", pods.join(", "))
+                };
             }
-        };
-        if !pods.is_empty() && pods.iter().all(|pod| pod.starts_with(&prefix)) {
-            progress.done();
-            return;
+            () = tokio::time::sleep_until(progress.next_wake()) => {}
         }
-        let now = if pods.is_empty() {
-            "no endpoints yet".to_string()
-        } else {
-            format!("now {}", pods.join(", "))
-        };
-        if let Err(WaitError::TimedOut { last, waited, .. }) = progress.pending(now) {
+        if let Err(WaitError::TimedOut { last, waited, .. }) = progress.pending(now.clone()) {
             warn!(
                 "the endpoints of service {ns}/{service} do not name only the router's pods after {} ({last}); going on: the Service is patched and its endpoints follow",
                 wait::show(waited)
             );
             return;
         }
-        progress.pause().await;
     }
 }
 

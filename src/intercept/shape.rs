@@ -2,7 +2,12 @@
 //! the router's ports), the JSON patches that set and restore it with `test` operations, and the
 //! difference shown when someone else changed the Service meanwhile.
 
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use json_patch::jsonptr::Pointer;
+use json_patch::{Patch, PatchOperation, ReplaceOperation, TestOperation};
+use kube::core::DynamicObject;
+use serde_json::Value;
 
 use super::names::ROUTER_LABEL;
 use super::record::Shape;
@@ -25,21 +30,28 @@ pub enum ShapeError {
     Port(String),
 }
 
-/// The selector and ports of a Service (raw JSON), as they are.
-pub fn read(service: &Value) -> Shape {
-    Shape {
-        selector: serde_json::from_value(service["spec"]["selector"].clone()).unwrap_or_default(),
-        ports: service["spec"]["ports"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default(),
-    }
+/// The selector and ports of a Service (read as raw JSON), as they are: a Service without a
+/// selector or ports has an empty one.
+pub fn read(service: &DynamicObject) -> Shape {
+    let spec = &service.data["spec"];
+    let selector = match &spec["selector"] {
+        Value::Object(map) => map
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect(),
+        _ => Default::default(),
+    };
+    let ports = match &spec["ports"] {
+        Value::Array(ports) => ports.clone(),
+        _ => Vec::new(),
+    };
+    Shape { selector, ports }
 }
 
 /// Reads the selector and ports of a Service (raw JSON) and checks it can be intercepted.
-pub fn of_service(service: &Value) -> Result<Shape, ShapeError> {
-    let spec = &service["spec"];
-    let name = service["metadata"]["name"].as_str().unwrap_or_default();
+pub fn of_service(service: &DynamicObject) -> Result<Shape, ShapeError> {
+    let spec = &service.data["spec"];
+    let name = service.metadata.name.as_deref().unwrap_or_default();
     let unsupported = |why: &str| ShapeError::Unsupported(format!("service {name} {why}"));
     if spec["type"] == "ExternalName" {
         return Err(unsupported(
@@ -99,7 +111,8 @@ pub fn pick_port(shape: &Shape, service: &str, wanted: Option<u16>) -> Result<u1
     }
 }
 
-fn port_number(port: &Value) -> Option<u16> {
+/// The number of a Service port (raw JSON).
+pub fn port_number(port: &Value) -> Option<u16> {
     port["port"].as_u64().and_then(|p| u16::try_from(p).ok())
 }
 
@@ -131,43 +144,82 @@ pub fn hijacked(original: &Shape, service: &str, intercepted: u16) -> Shape {
     }
 }
 
+fn test(path: &'static str, value: Value) -> PatchOperation {
+    PatchOperation::Test(TestOperation {
+        path: Pointer::from_static(path).to_buf(),
+        value,
+    })
+}
+
+fn replace(path: &'static str, value: Value) -> PatchOperation {
+    PatchOperation::Replace(ReplaceOperation {
+        path: Pointer::from_static(path).to_buf(),
+        value,
+    })
+}
+
+/// A selector as JSON.
+fn selector_json(selector: &BTreeMap<String, String>) -> Value {
+    Value::Object(
+        selector
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// Tests that the Service still has `shape`.
+fn test_shape(shape: &Shape) -> [PatchOperation; 2] {
+    [
+        test("/spec/selector", selector_json(&shape.selector)),
+        test("/spec/ports", Value::Array(shape.ports.clone())),
+    ]
+}
+
+/// Sets `shape` on the Service.
+fn replace_shape(shape: &Shape) -> [PatchOperation; 2] {
+    [
+        replace("/spec/selector", selector_json(&shape.selector)),
+        replace("/spec/ports", Value::Array(shape.ports.clone())),
+    ]
+}
+
 /// The patch that points the Service at the router, refusing (422) if the Service is not the
 /// one czctl read: same uid, selector and ports.
-pub fn setup_patch(uid: &str, original: &Shape, target: &Shape) -> Vec<Value> {
-    vec![
-        json!({"op": "test", "path": "/metadata/uid", "value": uid}),
-        json!({"op": "test", "path": "/spec/selector", "value": original.selector}),
-        json!({"op": "test", "path": "/spec/ports", "value": original.ports}),
-        json!({"op": "replace", "path": "/spec/selector", "value": target.selector}),
-        json!({"op": "replace", "path": "/spec/ports", "value": target.ports}),
-    ]
+pub fn setup_patch(uid: &str, original: &Shape, target: &Shape) -> Patch {
+    let mut ops = vec![test("/metadata/uid", uid.into())];
+    ops.extend(test_shape(original));
+    ops.extend(replace_shape(target));
+    Patch(ops)
 }
 
 /// The patch that restores the Service, refusing (422) if it no longer has what czctl set.
-pub fn restore_patch(uid: &str, hijacked: &Shape, original: &Shape) -> Vec<Value> {
-    let mut ops = vec![
-        json!({"op": "test", "path": "/metadata/uid", "value": uid}),
-        json!({"op": "test", "path": "/spec/selector", "value": hijacked.selector}),
-        json!({"op": "test", "path": "/spec/ports", "value": hijacked.ports}),
-    ];
-    ops.extend(forced_restore(original));
-    ops
+pub fn restore_patch(uid: &str, hijacked: &Shape, original: &Shape) -> Patch {
+    let mut ops = vec![test("/metadata/uid", uid.into())];
+    ops.extend(test_shape(hijacked));
+    ops.extend(replace_shape(original));
+    Patch(ops)
 }
 
-/// The restore without checks (`--force`).
-pub fn forced_restore(original: &Shape) -> Vec<Value> {
-    vec![
-        json!({"op": "replace", "path": "/spec/selector", "value": original.selector}),
-        json!({"op": "replace", "path": "/spec/ports", "value": original.ports}),
-    ]
+/// The restore of `--force`: checks only that the Service is still the same object.
+pub fn forced_restore(uid: &str, original: &Shape) -> Patch {
+    let mut ops = vec![test("/metadata/uid", uid.into())];
+    ops.extend(replace_shape(original));
+    Patch(ops)
 }
 
 /// Lines describing how `actual` differs from `expected` (`-` expected, `+` actual).
 pub fn difference(expected: &Shape, actual: &Shape) -> Vec<String> {
     let mut lines = Vec::new();
     if expected.selector != actual.selector {
-        lines.push(format!("- spec.selector: {}", json!(expected.selector)));
-        lines.push(format!("+ spec.selector: {}", json!(actual.selector)));
+        lines.push(format!(
+            "- spec.selector: {}",
+            selector_json(&expected.selector)
+        ));
+        lines.push(format!(
+            "+ spec.selector: {}",
+            selector_json(&actual.selector)
+        ));
     }
     let longest = expected.ports.len().max(actual.ports.len());
     for i in 0..longest {
@@ -187,9 +239,11 @@ pub fn difference(expected: &Shape, actual: &Shape) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn service() -> Value {
-        json!({
+    fn service() -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "echo", "uid": "u1"},
             "spec": {
                 "type": "ClusterIP", "clusterIP": "10.0.0.1",
@@ -199,7 +253,8 @@ mod tests {
                     {"name": "metrics", "port": 9090, "targetPort": 9090, "protocol": "TCP"}
                 ]
             }
-        })
+        }))
+        .unwrap()
     }
 
     #[test]
@@ -211,10 +266,18 @@ mod tests {
         assert_eq!(target.ports[0]["targetPort"], 8080);
         assert_eq!(target.ports[1]["targetPort"], 9001);
         assert_eq!(target.ports[0]["name"], "http");
-        let patch = setup_patch("u1", &original, &target);
+        let patch = serde_json::to_value(setup_patch("u1", &original, &target)).unwrap();
         assert_eq!(patch[0]["value"], "u1");
         assert_eq!(patch[2]["value"], json!(original.ports));
-        let restore = restore_patch("u1", &target, &original);
+        let restore = serde_json::to_value(restore_patch("u1", &target, &original)).unwrap();
+        assert_eq!(
+            restore[0],
+            json!({"op": "test", "path": "/metadata/uid", "value": "u1"})
+        );
+        let forced = serde_json::to_value(forced_restore("u1", &original)).unwrap();
+        assert_eq!(forced[0], restore[0]);
+        assert_eq!(forced[1], restore[3]);
+        assert_eq!(forced.as_array().unwrap().len(), 3);
         assert_eq!(restore[1]["value"], json!(target.selector));
         assert_eq!(restore[4]["value"], json!(original.ports));
     }
@@ -233,19 +296,19 @@ mod tests {
     #[test]
     fn refuses_what_cannot_be_routed() {
         let mut s = service();
-        s["spec"]["clusterIP"] = "None".into();
+        s.data["spec"]["clusterIP"] = "None".into();
         assert!(of_service(&s).unwrap_err().to_string().contains("headless"));
         let mut s = service();
-        s["spec"]["selector"] = Value::Null;
+        s.data["spec"]["selector"] = Value::Null;
         assert!(of_service(&s)
             .unwrap_err()
             .to_string()
             .contains("no selector"));
         let mut s = service();
-        s["spec"]["ports"][1]["protocol"] = "UDP".into();
+        s.data["spec"]["ports"][1]["protocol"] = "UDP".into();
         assert!(of_service(&s).unwrap_err().to_string().contains("non-TCP"));
         let mut s = service();
-        s["spec"]["type"] = "ExternalName".into();
+        s.data["spec"]["type"] = "ExternalName".into();
         assert!(of_service(&s).is_err());
     }
 

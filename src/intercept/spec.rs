@@ -18,7 +18,9 @@ pub const DEFAULT_HEADER: &str = "X-C6O-INTERCEPT";
 pub const DEFAULT_VALUE: &str = "yes";
 
 /// Requests carrying `name: value` go to the developer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct HeaderMatch {
     /// Header name, lower-cased (HTTP header names are case-insensitive).
     pub name: String,

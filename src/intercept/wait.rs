@@ -3,28 +3,33 @@
 //! status finds it, fails at once when a pod cannot start (image pull errors, crash loops,
 //! unschedulable, bad configuration) and fails with what it waited for when the start's
 //! `--timeout` runs out.
+//!
+//! Waits watch the cluster (kube-runtime's `await_condition` for the Deployment, a reflector
+//! of its pods); a local timer only decides when to speak and when to give up.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::ListParams;
+use kube::runtime::wait::{await_condition, Condition};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::manifests::GENERATION_ANNOTATION;
+use super::publish::template_generation;
 use crate::exit::{Code, Fatal};
 
 /// How long a wait stays silent.
 pub const QUIET: Duration = Duration::from_secs(2);
 /// The default `--timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
-/// How often a wait looks again.
-const POLL: Duration = Duration::from_millis(250);
 
 /// Container waiting reasons that do not go away by waiting.
 pub const FATAL_REASONS: &[&str] = &[
@@ -172,12 +177,7 @@ impl WaitError {
     /// A failure of the start, with `hint` (what to change) on its own line. Both a pod that
     /// cannot start and a timeout are failures in the cluster: exit code 1.
     pub fn fatal(self, hint: &str) -> Fatal {
-        let message = if hint.is_empty() {
-            self.to_string()
-        } else {
-            format!("{self}\n{hint}")
-        };
-        Fatal::new(Code::Failure, message)
+        Fatal::new(Code::Failure, format!("{self}\n{hint}"))
     }
 }
 
@@ -211,9 +211,15 @@ impl Progress<'_> {
         }
     }
 
-    /// Pauses before the next look.
-    pub async fn pause(&self) {
-        tokio::time::sleep(POLL).await;
+    /// When this wait has something to do without news from the cluster: show itself (at the
+    /// end of its quiet time) or give up (at its deadline).
+    pub fn next_wake(&self) -> Instant {
+        let speak = self.started + QUIET;
+        if self.shown.is_none() && speak > Instant::now() {
+            speak.min(self.deadline)
+        } else {
+            self.deadline
+        }
     }
 
     /// Done: says so if the wait was shown.
@@ -236,7 +242,8 @@ impl Drop for Progress<'_> {
 
 /// Waits until the Deployment `namespace/name` has rolled out a template of generation ≥
 /// `generation` (any with 0) with all its replicas updated and available. Fails at once when
-/// one of the pods of that template cannot start. `what` names it for people.
+/// one of the pods of that template cannot start, or the Deployment is deleted. `what` names
+/// it for people.
 pub async fn rollout(
     waits: &Waits,
     client: &Client,
@@ -248,63 +255,125 @@ pub async fn rollout(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut progress = waits.start(what, None);
-    loop {
-        let deployment = match deployments.get_opt(name).await {
-            Ok(Some(d)) => d,
-            Ok(None) => {
-                return Err(progress.failed(format!("deployment {namespace}/{name} was deleted")))
-            }
-            Err(e) => {
-                return Err(progress.failed(format!(
-                    "cannot read deployment {namespace}/{name}: {}",
-                    crate::exit::describe(&e)
-                )))
-            }
-        };
-        if rolled_out(&deployment, generation) {
-            progress.done();
-            return Ok(());
+    let deployment = match deployments.get_opt(name).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return Err(progress.failed(format!("deployment {namespace}/{name} was deleted")))
         }
-        let now = match pods
-            .list(&ListParams::default().labels(&selector_of(&deployment)))
-            .await
-        {
-            Ok(list) => {
-                let current: Vec<Pod> = list
-                    .items
-                    .into_iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_none())
-                    .filter(|p| pod_generation(p) >= generation)
-                    .collect();
-                if let Some(why) = current.iter().find_map(failing) {
-                    return Err(progress.failed(why));
+        Err(e) => {
+            return Err(progress.failed(format!(
+                "cannot read deployment {namespace}/{name}: {}",
+                crate::exit::describe(&e)
+            )))
+        }
+    };
+    let want = deployment.spec.replicas.unwrap_or(1);
+    let finished = await_condition(
+        deployments,
+        name,
+        rollout_complete(generation).or(|d: Option<&Deployment>| d.is_none()),
+    );
+    tokio::pin!(finished);
+    let (current_pods, writer) = reflector::store();
+    let config = watcher::Config::default().labels(&selector_of(&deployment));
+    let pod_events = reflector(writer, watcher(pods, config).default_backoff()).fuse();
+    tokio::pin!(pod_events);
+    let mut now = describe(want, &[]);
+    loop {
+        tokio::select! {
+            finished = &mut finished => return match finished {
+                Ok(Some(_)) => {
+                    progress.done();
+                    Ok(())
                 }
-                describe(&deployment, &current)
-            }
-            // Without the right to list pods the wait still ends, by rollout or timeout.
-            Err(e) => format!("pods not readable ({})", crate::exit::describe(&e)),
-        };
-        progress.pending(now)?;
-        progress.pause().await;
+                Ok(None) => Err(progress.failed(format!("deployment {namespace}/{name} was deleted"))),
+                Err(e) => Err(progress.failed(format!("cannot watch deployment {namespace}/{name}: {e}"))),
+            },
+            Some(event) = pod_events.next() => match event {
+                Ok(_) => {
+                    let current: Vec<Pod> = current_pods
+                        .state()
+                        .iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_none())
+                        .filter(|p| pod_generation(p) >= generation)
+                        .map(|p| Pod::clone(p))
+                        .collect();
+                    if let Some(why) = current.iter().find_map(failing) {
+                        return Err(progress.failed(why));
+                    }
+                    now = describe(want, &current);
+                }
+                // Without the right to watch pods the wait still ends, by rollout or timeout.
+                Err(e) => now = format!("pods not readable ({e})"),
+            },
+            () = tokio::time::sleep_until(progress.next_wake()) => {}
+        }
+        progress.pending(now.clone())?;
+    }
+}
+
+/// The condition "the Deployment has rolled out generation `generation` everywhere".
+pub(crate) fn rollout_complete(generation: u64) -> impl Condition<Deployment> {
+    move |d: Option<&Deployment>| d.is_some_and(|d| rolled_out(d, generation))
+}
+
+/// Waits (watching) at most `timeout` until the Deployment `namespace/name` has rolled out
+/// generation `generation`; on timeout says why with its pods' states.
+pub(crate) async fn rollout_within(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    generation: u64,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let finished = await_condition(
+        deployments,
+        name,
+        rollout_complete(generation).or(|d: Option<&Deployment>| d.is_none()),
+    );
+    match tokio::time::timeout(timeout, finished).await {
+        Ok(Ok(Some(_))) => Ok(()),
+        Ok(Ok(None)) => Err(format!("deployment {namespace}/{name} was deleted")),
+        Ok(Err(e)) => Err(format!("cannot watch deployment {namespace}/{name}: {e}")),
+        Err(_) => {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+            let prefix = format!("{name}-");
+            let states = match pods.list(&ListParams::default()).await {
+                Ok(list) => list
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        p.metadata
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| n.starts_with(&prefix))
+                    })
+                    .map(|p| {
+                        format!(
+                            "\n  pod {}: {}",
+                            p.metadata.name.as_deref().unwrap_or_default(),
+                            failing(p).unwrap_or_else(|| pod_state(p))
+                        )
+                    })
+                    .collect::<String>(),
+                Err(e) => format!(" (pods not readable: {})", crate::exit::describe(&e)),
+            };
+            Err(format!(
+                "deployment {namespace}/{name} was not ready after {}{states}",
+                show(timeout)
+            ))
+        }
     }
 }
 
 /// Whether the Deployment has rolled out generation `generation` everywhere.
 pub fn rolled_out(d: &Deployment, generation: u64) -> bool {
-    let template_generation = d
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(GENERATION_ANNOTATION))
-        .and_then(|g| g.parse::<u64>().ok())
-        .unwrap_or(0);
     let want = d.spec.replicas.unwrap_or(1);
     let Some(status) = d.status.as_ref() else {
         return false;
     };
-    template_generation >= generation
+    template_generation(d) >= generation
         && status.observed_generation >= d.metadata.generation
         && status.updated_replicas.unwrap_or(0) >= want
         && status.available_replicas.unwrap_or(0) >= want
@@ -445,8 +514,7 @@ pub fn pod_state(pod: &Pod) -> String {
 }
 
 /// A Deployment's progress: `0/1 pods ready (pod x: ContainerCreating)`.
-fn describe(d: &Deployment, pods: &[Pod]) -> String {
-    let want = d.spec.replicas.unwrap_or(1);
+fn describe(want: i32, pods: &[Pod]) -> String {
     let ready = pods.iter().filter(|p| is_ready(p)).count();
     let mut text = format!("{ready}/{want} pods ready");
     let waiting: Vec<String> = pods
@@ -543,6 +611,59 @@ mod tests {
         }]}));
         assert_eq!(failing(&running), None);
         assert_eq!(pod_state(&running), "running, not ready");
+    }
+
+    fn deployment(template_generation: u64, available: i32) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "interceptor-echo", "generation": 4},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"czctl.dev/router": "echo"}},
+                "template": {"metadata": {"annotations": {
+                    GENERATION_ANNOTATION: template_generation.to_string()}}},
+            },
+            "status": {"observedGeneration": 4, "replicas": 1, "updatedReplicas": 1,
+                       "availableReplicas": available},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rollout_is_complete_once_its_generation_is_available_everywhere() {
+        let complete = rollout_complete(3);
+        assert!(complete.matches_object(Some(&deployment(3, 1))));
+        assert!(complete.matches_object(Some(&deployment(5, 1))));
+        assert!(
+            !complete.matches_object(Some(&deployment(2, 1))),
+            "older template"
+        );
+        assert!(
+            !complete.matches_object(Some(&deployment(3, 0))),
+            "not available"
+        );
+        assert!(
+            !complete.matches_object(None),
+            "a deleted Deployment never rolls out"
+        );
+        let mut stale = deployment(3, 1);
+        stale.status.as_mut().unwrap().observed_generation = Some(3);
+        assert!(
+            !complete.matches_object(Some(&stale)),
+            "status of an older spec"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_wakes_to_speak_after_quiet_then_only_at_its_deadline() {
+        let waits = Waits::new(Duration::from_secs(5), Current::default(), false);
+        let start = Instant::now();
+        let mut p = waits.start("the router", None);
+        assert_eq!(p.next_wake(), start + QUIET);
+        tokio::time::advance(QUIET).await;
+        p.pending("0/1 pods ready".into()).unwrap();
+        assert_eq!(p.next_wake(), start + Duration::from_secs(5));
+        let capped = waits.start("the endpoints", Some(Duration::from_secs(1)));
+        assert_eq!(capped.next_wake(), Instant::now() + Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
