@@ -39,11 +39,14 @@ pub fn spawn(spec: &CommandSpec) -> Result<Child, Fatal> {
 
 /// Passes a signal on to the command.
 pub fn forward(child: &Child, signal: i32) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(pid, signal);
-        }
+    use rustix::process::{kill_process, Pid, Signal};
+    // `id()` is `None` once the child is reaped: until then its pid names nothing else.
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(Pid::from_raw);
+    if let (Some(pid), Some(signal)) = (pid, Signal::from_named_raw(signal)) {
+        let _ = kill_process(pid, signal);
     }
 }
 
