@@ -112,6 +112,8 @@ pub async fn start(
     cmd.args(&bg.args)
         .env(SESSION_ENV, &bg.session)
         .env(PARENT_ENV, std::process::id().to_string())
+        // Names a descriptor of this process if anything: set again below when handed over.
+        .env_remove(crate::hosts::elevated::INHERIT_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);

@@ -25,7 +25,9 @@ pub fn spawn(spec: &CommandSpec) -> Result<Child, Fatal> {
         return Err(Fatal::new(Code::Usage, "no command given after --"));
     };
     let mut cmd = Command::new(program);
-    cmd.args(args);
+    // A detached session's helper descriptor is its own, never the command's.
+    cmd.args(args)
+        .env_remove(crate::hosts::elevated::INHERIT_ENV);
     for (name, value) in &spec.env {
         cmd.env(name, OsString::from_vec(value.clone()));
     }
