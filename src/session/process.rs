@@ -375,8 +375,8 @@ impl Verified {
         self.pid
     }
 
-    /// Sends `signal` to the process (nothing once it ended).
-    /// Sends nothing for a number that names no signal.
+    /// Sends `signal` to the process (nothing once it ended, or for a number that names no
+    /// signal).
     pub fn signal(&self, signal: i32) {
         let Some(signal) = rustix::process::Signal::from_named_raw(signal) else {
             return;
