@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -17,12 +17,7 @@ const CZCTL: &str = env!("CARGO_BIN_EXE_czctl");
 
 /// A pipe: (read end, write end), both close-on-exec.
 fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array we pass.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just created and are owned by nothing else.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe2")
 }
 
 /// Waits for `child` to exit; kills it after `timeout`.
@@ -61,14 +56,7 @@ fn completion_into_a_pipe_closed_after_one_line_exits_quietly() {
         let (read, write) = pipe();
         // A small pipe: the script (tens of kilobytes) cannot fit, so czctl is still writing
         // when the reader goes away.
-        // SAFETY: fcntl on a descriptor we own.
-        unsafe {
-            libc::fcntl(
-                std::os::fd::AsRawFd::as_raw_fd(&read),
-                libc::F_SETPIPE_SZ,
-                4096,
-            );
-        }
+        rustix::pipe::fcntl_setpipe_size(&read, 4096).expect("F_SETPIPE_SZ");
         let child = Command::new(CZCTL)
             .args(["completion", shell])
             .stdin(Stdio::null())

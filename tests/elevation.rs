@@ -58,8 +58,7 @@ fn lacking() -> &'static (Lacking, Lacking) {
                 .is_ok_and(|s| s.success())
         };
         let mut base = Vec::new();
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             base.push((
                 "root".to_string(),
                 "these tests create mount namespaces and switch to nobody: run them as root \
@@ -273,11 +272,13 @@ impl World {
         for (key, value) in envs {
             cmd.env(key, value);
         }
-        // SAFETY: setsid is async-signal-safe; without a controlling terminal sudo cannot
-        // prompt anyone.
+        // Without a controlling terminal sudo cannot prompt anyone.
+        // SAFETY: the closure runs in the forked child before exec, where only
+        // async-signal-safe work is allowed: one setsid system call (rustix issues it
+        // directly, without locks or allocation).
         unsafe {
             cmd.pre_exec(|| {
-                libc::setsid();
+                let _ = rustix::process::setsid();
                 Ok(())
             });
         }
@@ -432,10 +433,10 @@ fn ctrl_c_to_the_whole_process_group_still_lets_czctl_clean_up() -> Result<(), M
     czctl.wait_ready();
     // What a terminal's Ctrl-C does: SIGINT to czctl, sudo and the helper at once. The helper
     // ignores it and does czctl's teardown edit.
-    // SAFETY: kill(2) on the process group czctl leads (it was started in its own session).
-    unsafe {
-        libc::kill(-(czctl.pid() as i32), libc::SIGINT);
-    }
+    // czctl was started in its own session, so it leads its process group.
+    let group = rustix::process::Pid::from_raw(czctl.pid() as i32).expect("a pid");
+    rustix::process::kill_process_group(group, rustix::process::Signal::INT)
+        .expect("SIGINT to czctl's process group");
     assert!(czctl.wait_exit(LONG).success());
     assert_eq!(world.hosts_text(), ORIGINAL_HOSTS, "restored byte for byte");
     eventually("the helper exits", Duration::from_secs(10), || {
@@ -453,10 +454,9 @@ fn session_close_as_nobody_elevates_to_remove_a_dead_sessions_block() -> Result<
     let helper = helper_pid(&mut czctl);
     czctl.wait_ready();
     // Kill the helper first so nothing cleans up: the block and the record stay behind.
-    // SAFETY: kill(2) on a pid this test knows.
-    unsafe {
-        libc::kill(helper as i32, libc::SIGKILL);
-    }
+    let helper_pid = rustix::process::Pid::from_raw(helper as i32).expect("a pid");
+    rustix::process::kill_process(helper_pid, rustix::process::Signal::KILL)
+        .expect("SIGKILL to the helper");
     eventually("the helper dies", Duration::from_secs(10), || {
         gone(helper).then_some(())
     });

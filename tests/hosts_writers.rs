@@ -347,9 +347,8 @@ fn devices_and_fifos_are_refused_with_exit_6() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = dir.join("fifo");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: mkfifo with a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    use rustix::fs::{mknodat, FileType, Mode, CWD};
+    mknodat(CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o644), 0).expect("mkfifo");
     for (file, kind) in [
         (Path::new("/dev/null"), "a character device"),
         (fifo.as_path(), "a FIFO"),

@@ -796,8 +796,9 @@ fn closing_a_start_that_hangs_leaves_nothing_behind() {
 
 /// Whether process `pid` exists and has not exited (a zombie waits only to be reaped).
 fn alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only asks whether the process exists.
-    let exists = unsafe { libc::kill(pid, 0) } == 0;
+    // Signal 0 only asks whether the process exists.
+    let exists = rustix::process::Pid::from_raw(pid)
+        .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let state = stat
         .rsplit(") ")

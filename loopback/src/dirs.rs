@@ -62,8 +62,7 @@ impl From<DirError> for io::Error {
 
 /// This process's effective user id.
 pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// The user who ran czctl under sudo: `SUDO_UID`, when running as root and it names a user
@@ -96,36 +95,20 @@ pub fn describe_uid(uid: u32) -> String {
 
 /// The login name of `uid`, from the password database.
 pub fn user_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0 as libc::c_char; 4096];
-    // SAFETY: an all-zero passwd is a valid value to be filled in by getpwuid_r.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; buf outlives the use of pwd's strings.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string inside buf.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    Some(user(uid)?.name)
+}
+
+/// The password database entry of `uid` (getpwuid_r, through nix: thread-safe).
+fn user(uid: u32) -> Option<nix::unistd::User> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
 }
 
 /// The home directory of `uid`, from the password database.
 pub fn home_of(uid: u32) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut buf = vec![0 as libc::c_char; 4096];
-    // SAFETY: as in user_name.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result = std::ptr::null_mut();
-    // SAFETY: as in user_name.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
-        return None;
-    }
-    // SAFETY: getpwuid_r succeeded, so pw_dir is a NUL-terminated string inside buf.
-    let dir = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) };
-    let dir = Path::new(std::ffi::OsStr::from_bytes(dir.to_bytes()));
-    (dir.is_absolute()).then(|| dir.to_path_buf())
+    let dir = user(uid)?.dir;
+    dir.is_absolute().then_some(dir)
 }
 
 /// Creates `path` with exactly `mode` (e.g. 0o700) if it is missing, creating missing parents
@@ -237,14 +220,8 @@ pub fn open_nofollow(path: &Path, options: &mut OpenOptions) -> io::Result<File>
         ));
     }
     // O_NONBLOCK only mattered for the open (a FIFO); clear it for regular I/O.
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own, with valid flags.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
-        }
+    if let Ok(flags) = rustix::fs::fcntl_getfl(&file) {
+        let _ = rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK);
     }
     Ok(file)
 }
@@ -286,13 +263,12 @@ mod tests {
     #[test]
     fn creates_with_the_exact_mode_whatever_the_umask() {
         let dir = scratch("create");
-        // SAFETY: umask only changes this process's creation mask (tests run in threads, but
-        // a wider mask only narrows what others create, and it is restored).
-        let old = unsafe { libc::umask(0o077) };
+        // Tests run in threads, but a wider mask only narrows what others create, and it is
+        // restored.
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
         let shared = dir.join("a/b/shared");
         let made = ensure_dir(&shared, 0o755, &trusted_owners());
-        // SAFETY: as above.
-        unsafe { libc::umask(old) };
+        rustix::process::umask(old);
         made.unwrap();
         assert_eq!(mode(&shared), 0o755);
         ensure_dir(&dir.join("private"), 0o700, &trusted_owners()).unwrap();
@@ -356,9 +332,8 @@ mod tests {
         let err = open_or_create(&link, 0o600).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         let fifo = dir.join("fifo");
-        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        use rustix::fs::{mknodat, FileType, Mode, CWD};
+        mknodat(CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).expect("mkfifo");
         // Would block forever without O_NONBLOCK (no reader).
         let err = open_nofollow(&fifo, OpenOptions::new().read(true)).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");

@@ -341,8 +341,7 @@ fn home_dir() -> Option<PathBuf> {
 /// Under `sudo`, root's kubeconfig is not the one the user means: use the invoking user's
 /// (only when neither `--kubeconfig` nor `KUBECONFIG` names files: see [`Files::pick`]).
 fn sudo_user_kubeconfig() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return None;
     }
     let user = std::env::var("SUDO_USER")
@@ -353,19 +352,11 @@ fn sudo_user_kubeconfig() -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-/// The home directory of `user` from the password database.
+/// The home directory of `user` from the password database. `getpwnam_r` (through nix), not
+/// `getpwnam`: this runs on a multi-threaded runtime, and `getpwnam`'s static buffer is shared.
 fn home_of(user: &str) -> Option<PathBuf> {
-    let name = std::ffi::CString::new(user).ok()?;
-    // SAFETY: getpwnam returns a pointer into static storage or null; we copy what we need
-    // before any other call could overwrite it.
-    unsafe {
-        let entry = libc::getpwnam(name.as_ptr());
-        if entry.is_null() || (*entry).pw_dir.is_null() {
-            return None;
-        }
-        let dir = std::ffi::CStr::from_ptr((*entry).pw_dir);
-        Some(PathBuf::from(dir.to_string_lossy().into_owned()))
-    }
+    let entry = nix::unistd::User::from_name(user).ok().flatten()?;
+    (!entry.dir.as_os_str().is_empty()).then_some(entry.dir)
 }
 
 #[cfg(test)]

@@ -118,14 +118,18 @@ pub async fn start(
     cmd.args(&bg.args)
         .env(SESSION_ENV, &bg.session)
         .env(PARENT_ENV, std::process::id().to_string())
+        // Names a descriptor of this process if anything: set again below when handed over.
+        .env_remove(crate::hosts::elevated::INHERIT_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; it puts the child in its own session so the
-    // terminal's Ctrl-C and hangup do not reach it.
+    // The child gets its own session so the terminal's Ctrl-C and hangup do not reach it.
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // work is allowed: it makes one setsid system call (rustix issues it directly, without
+    // locks or allocation). It cannot fail there: a fresh child leads no process group.
     unsafe {
         cmd.pre_exec(|| {
-            libc::setsid();
+            let _ = rustix::process::setsid();
             Ok(())
         });
     }
@@ -146,8 +150,7 @@ pub async fn start(
     let mut child = spawned.map_err(|e| local("cannot start the background session", &e))?;
     let pid = child.id().expect("a child that was just spawned has a pid");
     if let Err(e) = started(pid) {
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        terminate(pid);
         let _ = child.wait().await;
         let _ = std::fs::remove_file(&log_path);
         return Err(e);
@@ -175,9 +178,8 @@ pub async fn start(
     }
     let timed_out = waited.is_err();
     if timed_out {
-        // Ours: spawned above and not reaped. It stops and cleans up on SIGTERM.
-        // SAFETY: kill(2) on our own unreaped child.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        // It stops and cleans up on SIGTERM.
+        terminate(pid);
         if tokio::time::timeout(Duration::from_secs(15), child.wait())
             .await
             .is_err()
@@ -223,6 +225,17 @@ pub async fn start(
         )
     };
     Err(Fatal::new(code, message))
+}
+
+/// Sends SIGTERM to the background session: our own child, spawned and not reaped yet, so its
+/// pid still names it.
+fn terminate(pid: u32) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
 }
 
 /// The last lines of a log, each on its own line after a newline (empty if there are none).

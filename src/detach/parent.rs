@@ -6,6 +6,8 @@
 //! stdout is a pipe that nobody reads any more (the parent held the only read end). The pipe
 //! also covers a parent that died before the child could read its parent's pid.
 
+use std::os::fd::AsFd;
+use std::os::unix::process::parent_id;
 use std::time::Duration;
 
 /// Names the parent's pid to the child; without it the child takes its parent at start.
@@ -17,36 +19,32 @@ const POLL: Duration = Duration::from_millis(200);
 /// The watch on the parent of a detached child.
 #[derive(Debug, Clone, Copy)]
 pub struct ParentWatch {
-    parent: libc::pid_t,
+    parent: u32,
     stdout_is_pipe: bool,
 }
 
 impl ParentWatch {
     /// Starts watching: call it as early as possible.
     pub fn start() -> ParentWatch {
-        // SAFETY: getppid has no preconditions.
-        let ppid = unsafe { libc::getppid() };
         let parent = std::env::var(PARENT_ENV)
             .ok()
             .and_then(|p| p.parse().ok())
-            .unwrap_or(ppid);
+            .unwrap_or_else(parent_id);
         ParentWatch {
             parent,
-            stdout_is_pipe: is_fifo(libc::STDOUT_FILENO),
+            stdout_is_pipe: is_fifo(std::io::stdout()),
         }
     }
 
     /// Why the parent is gone, or `None` while it is there.
     pub fn gone(&self) -> Option<String> {
-        // SAFETY: getppid has no preconditions.
-        let ppid = unsafe { libc::getppid() };
-        if ppid != self.parent {
+        if parent_id() != self.parent {
             return Some(format!(
                 "the command that started it (pid {}) is gone",
                 self.parent
             ));
         }
-        if self.stdout_is_pipe && reader_gone(libc::STDOUT_FILENO) {
+        if self.stdout_is_pipe && reader_gone(std::io::stdout()) {
             return Some(format!(
                 "the command that started it (pid {}) no longer reads its output",
                 self.parent
@@ -69,24 +67,20 @@ impl ParentWatch {
     }
 }
 
-fn is_fifo(fd: libc::c_int) -> bool {
-    // SAFETY: fstat writes into the zeroed stat buffer we own.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO
-    }
+/// Whether `fd` is a pipe (or FIFO).
+fn is_fifo(fd: impl AsFd) -> bool {
+    use rustix::fs::{fstat, FileType};
+    fstat(fd).is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Fifo)
 }
 
 /// Whether the pipe written through `fd` has no reader left (poll reports POLLERR for it).
-fn reader_gone(fd: libc::c_int) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: 0,
-        revents: 0,
-    };
-    // SAFETY: poll on one pollfd we own, without waiting.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n > 0 && pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0
+fn reader_gone(fd: impl AsFd) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&fd, PollFlags::empty())];
+    poll(&mut fds, Some(&Timespec::default())).is_ok_and(|n| n > 0)
+        && fds[0]
+            .revents()
+            .intersects(PollFlags::ERR | PollFlags::NVAL)
 }
 
 #[cfg(test)]
@@ -95,16 +89,10 @@ mod tests {
 
     #[test]
     fn a_pipe_without_reader_is_noticed() {
-        let mut fds = [0; 2];
-        // SAFETY: pipe fills the two descriptors we own.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        let (read, write) = (fds[0], fds[1]);
-        assert!(is_fifo(write));
-        assert!(!reader_gone(write));
-        // SAFETY: closing descriptors we own.
-        unsafe { libc::close(read) };
-        assert!(reader_gone(write));
-        // SAFETY: as above.
-        unsafe { libc::close(write) };
+        let (read, write) = std::io::pipe().expect("pipe");
+        assert!(is_fifo(&write));
+        assert!(!reader_gone(&write));
+        drop(read);
+        assert!(reader_gone(&write));
     }
 }

@@ -59,8 +59,7 @@ pub async fn hosts_file(path: &Path) -> Check {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Whether `sudo -n true` succeeds without asking for a password.
@@ -117,37 +116,18 @@ async fn probe(addr: Ipv4Addr) -> std::io::Result<SocketAddr> {
 }
 
 /// The open-file limits, as `(soft, hard)`; `u64::MAX` stands for unlimited.
-fn file_limits() -> std::io::Result<(u64, u64)> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // rlim_t is u32 on some targets.
-    #[allow(clippy::useless_conversion)]
-    let value = |v: libc::rlim_t| {
-        if v == libc::RLIM_INFINITY {
-            u64::MAX
-        } else {
-            u64::from(v)
-        }
-    };
-    Ok((value(limit.rlim_cur), value(limit.rlim_max)))
+fn file_limits() -> (u64, u64) {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    (
+        limit.current.unwrap_or(u64::MAX),
+        limit.maximum.unwrap_or(u64::MAX),
+    )
 }
 
 /// The open-file limit check.
 pub fn file_limit() -> Check {
-    match file_limits() {
-        Ok((soft, hard)) => file_limit_check(soft, hard),
-        Err(e) => Check::warn(
-            Area::Local,
-            "open-file limit",
-            format!("cannot read it: {e}"),
-        ),
-    }
+    let (soft, hard) = file_limits();
+    file_limit_check(soft, hard)
 }
 
 /// Warns when the hard limit is below [`MIN_HARD_NOFILE`]: every forwarded service port holds a
@@ -198,7 +178,8 @@ mod tests {
             ok.detail,
             "soft 1024, hard unlimited (czctl raises soft to hard)"
         );
-        assert!(file_limits().is_ok());
+        let (soft, hard) = file_limits();
+        assert!(soft <= hard, "soft {soft} above hard {hard}");
     }
 
     #[tokio::test]

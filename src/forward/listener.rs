@@ -2,7 +2,6 @@
 //! served by one accept task each until cancelled.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -22,10 +21,7 @@ const BACKLOG: i32 = 4096;
 pub fn bind(addr: Ipv4Addr, port: u16) -> std::io::Result<StdListener> {
     let listener = StdListener::bind(SocketAddr::from((addr, port)))?;
     // Listening again on a listening socket only changes its backlog.
-    // SAFETY: listen(2) on a socket this function owns.
-    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    rustix::net::listen(&listener, BACKLOG)?;
     listener.set_nonblocking(true)?;
     Ok(listener)
 }

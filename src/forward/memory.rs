@@ -74,7 +74,9 @@ async fn watch() {
 /// lists, whose parsing leaves megabytes of freed buffers behind).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn trim() {
-    // SAFETY: malloc_trim only walks the allocator's own free lists; it is thread-safe.
+    // SAFETY: malloc_trim takes no pointers and touches only glibc malloc's own state, each
+    // arena under its lock (MT-Safe in glibc's manual), so it may run beside other threads'
+    // allocations. No safe wrapper exists (rustix and nix do not cover malloc).
     unsafe {
         libc::malloc_trim(0);
     }

@@ -47,8 +47,7 @@ pub enum HostsEditor {
 
 /// Whether czctl runs as root.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Why `path` is refused as a hosts file when it exists and is no regular file (a device, FIFO,

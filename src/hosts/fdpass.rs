@@ -2,12 +2,22 @@
 //! (SCM_RIGHTS): how the root helper hands a listener it bound to the unprivileged czctl.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
-use std::mem::{size_of, ManuallyDrop};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use rustix::io::Errno;
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+};
 
 /// Longest line accepted; anything longer means the peer is broken.
 const MAX_LINE: usize = 16 << 20;
+
+/// Descriptors one read has room for. The peer attaches one per line, and a stream socket
+/// never merges two sends that carry descriptors into one read; more is a broken peer.
+const MAX_FDS: usize = 16;
 
 /// Writes `line` to `fd`; when `attach` is given it goes with the first byte (the descriptor
 /// must then be a Unix socket). Never raises SIGPIPE.
@@ -18,66 +28,44 @@ pub(crate) fn send_line(
 ) -> io::Result<()> {
     let mut rest = line;
     if let Some(attach) = attach {
-        let sent = send_with_fd(fd.as_raw_fd(), rest, attach.as_raw_fd())?;
+        let sent = send_with_fd(fd, rest, attach)?;
         rest = &rest[sent..];
     }
-    // SAFETY: the File is never dropped (ManuallyDrop), so `fd` stays owned by the caller.
-    let mut file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) });
-    file.write_all(rest)?;
-    file.flush()
+    // The rest with plain writes: `fd` may be a pipe (the helper's output relayed by sudo).
+    while !rest.is_empty() {
+        match rustix::io::write(fd, rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
-fn send_with_fd(sock: RawFd, bytes: &[u8], attach: RawFd) -> io::Result<usize> {
+fn send_with_fd(sock: BorrowedFd<'_>, bytes: &[u8], attach: BorrowedFd<'_>) -> io::Result<usize> {
     if bytes.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "nothing to carry the descriptor",
         ));
     }
-    // u64 keeps the control buffer aligned for cmsghdr.
-    let mut control = [0u64; 8];
-    // SAFETY: CMSG_SPACE and CMSG_LEN are pure size computations.
-    let (space, len) = unsafe {
-        (
-            libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize,
-            libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize,
-        )
-    };
-    assert!(space <= size_of::<[u64; 8]>());
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr() as *mut libc::c_void,
-        iov_len: bytes.len(),
-    };
-    // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call, the
-    // control buffer is aligned and at least CMSG_SPACE(sizeof fd) long, and CMSG_FIRSTHDR of
-    // a non-empty control buffer is not null.
-    let sent = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = len as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), attach);
-        libc::sendmsg(sock, &msg, send_flags())
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let attached = [attach];
+    let pushed = control.push(SendAncillaryMessage::ScmRights(&attached));
+    assert!(pushed, "the control buffer is sized for one descriptor");
+    loop {
+        match sendmsg(
+            sock,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Err(Errno::INTR) => continue,
+            sent => return Ok(sent?),
+        }
     }
-    Ok(sent as usize)
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn send_flags() -> libc::c_int {
-    libc::MSG_NOSIGNAL
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn send_flags() -> libc::c_int {
-    0
 }
 
 /// Reads lines from a Unix socket (or a pipe), collecting descriptors that come with them.
@@ -106,7 +94,7 @@ impl Lines {
                 ));
             }
             let mut chunk = [0u8; 4096];
-            let n = self.receive(fd.as_raw_fd(), &mut chunk)?;
+            let n = self.receive(fd, &mut chunk)?;
             if n == 0 {
                 return Ok(None);
             }
@@ -124,78 +112,42 @@ impl Lines {
         self.fds.clear();
     }
 
-    fn receive(&mut self, fd: RawFd, chunk: &mut [u8]) -> io::Result<usize> {
-        let mut control = [0u64; 16];
-        let mut iov = libc::iovec {
-            iov_base: chunk.as_mut_ptr().cast(),
-            iov_len: chunk.len(),
-        };
+    fn receive(&mut self, fd: BorrowedFd<'_>, chunk: &mut [u8]) -> io::Result<usize> {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         loop {
-            // SAFETY: msghdr is plain data; its pointers outlive the call and the control
-            // buffer is aligned.
-            let (n, msg) = unsafe {
-                let mut msg: libc::msghdr = std::mem::zeroed();
-                msg.msg_iov = &mut iov;
-                msg.msg_iovlen = 1;
-                msg.msg_control = control.as_mut_ptr().cast();
-                msg.msg_controllen = size_of::<[u64; 16]>() as _;
-                let n = libc::recvmsg(fd, &mut msg, recv_flags());
-                (n, msg)
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            // Received descriptors are close-on-exec from the start: no child may inherit one.
+            let received = recvmsg(
+                fd,
+                &mut [IoSliceMut::new(chunk)],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            );
+            let msg = match received {
+                Ok(msg) => msg,
+                Err(Errno::INTR) => continue,
+                // A pipe (the helper's output relayed by sudo): plain reads, no descriptors.
+                Err(Errno::NOTSOCK) => match rustix::io::read(fd, &mut *chunk) {
+                    Err(Errno::INTR) => continue,
+                    read => return Ok(read?),
+                },
+                Err(e) => return Err(e.into()),
             };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                match err.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    // A pipe (the helper's output relayed by sudo): plain reads, no descriptors.
-                    Some(libc::ENOTSOCK) => {
-                        // SAFETY: read into our own buffer of the given length.
-                        let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
-                        if n < 0 {
-                            return Err(io::Error::last_os_error());
-                        }
-                        return Ok(n as usize);
-                    }
-                    _ => return Err(err),
+            // The kernel dropped descriptors that did not fit: the line they came with would
+            // be taken without them. (Those that fit are closed with `control`.)
+            if msg.flags.contains(ReturnFlags::CTRUNC) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "descriptors sent with a line were cut off (more than the peer may send)",
+                ));
+            }
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(fds) = message {
+                    self.fds.extend(fds);
                 }
             }
-            // SAFETY: walking the control messages the kernel wrote into `control`, within
-            // msg_controllen; SCM_RIGHTS payloads are descriptors now owned by this process.
-            unsafe {
-                let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-                while !cmsg.is_null() {
-                    if (*cmsg).cmsg_level == libc::SOL_SOCKET
-                        && (*cmsg).cmsg_type == libc::SCM_RIGHTS
-                    {
-                        let payload = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                        let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                        for i in 0..payload / size_of::<RawFd>() {
-                            let received = std::ptr::read_unaligned(data.add(i));
-                            set_cloexec(received);
-                            self.fds.push_back(OwnedFd::from_raw_fd(received));
-                        }
-                    }
-                    cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-                }
-            }
-            return Ok(n as usize);
+            return Ok(msg.bytes);
         }
-    }
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn recv_flags() -> libc::c_int {
-    libc::MSG_CMSG_CLOEXEC
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn recv_flags() -> libc::c_int {
-    0
-}
-
-fn set_cloexec(fd: RawFd) {
-    // SAFETY: F_SETFD only changes the descriptor's flags.
-    unsafe {
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
     }
 }
 
@@ -229,5 +181,29 @@ mod tests {
             "no newline, then EOF"
         );
         assert!(lines.take_fd().is_none());
+    }
+
+    #[test]
+    fn descriptors_cut_off_are_an_error() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        // Twice the room: the buffer rounds up for alignment and may hold a few more than MAX_FDS.
+        let many = vec![file.as_fd(); 2 * MAX_FDS];
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2 * MAX_FDS))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&many)));
+        let line = b"{\"with\":\"too many\"}\n";
+        let sent = sendmsg(&a, &[IoSlice::new(line)], &mut control, SendFlags::empty()).unwrap();
+        assert_eq!(sent, line.len());
+        let mut lines = Lines::default();
+        let err = lines
+            .read_line(b.as_fd())
+            .expect_err("a truncated control message");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("cut off"), "{err}");
+        assert!(
+            lines.take_fd().is_none(),
+            "no descriptor of a cut-off message is kept"
+        );
     }
 }

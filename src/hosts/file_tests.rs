@@ -221,9 +221,8 @@ fn a_hard_linked_file_is_rewritten_in_place_and_stays_linked() {
 fn devices_fifos_and_directories_are_refused_unopened() {
     let dir = TempDir::new("special");
     let fifo = dir.0.join("fifo");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("no NUL");
-    // SAFETY: mkfifo with a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    use rustix::fs::{mknodat, FileType, Mode, CWD};
+    mknodat(CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o644), 0).expect("mkfifo");
     for (path, kind) in [
         (fifo.as_path(), "a FIFO (named pipe)"),
         (dir.0.as_path(), "a directory"),

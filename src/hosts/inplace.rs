@@ -23,7 +23,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
@@ -207,20 +206,12 @@ fn settle(
 /// race: an append landing between the size check and the truncation is cut off; the two
 /// system calls follow each other directly to keep that window as small as it gets.
 fn truncate_if_size(file: &File, size: u64, to: u64) -> io::Result<Option<u64>> {
-    let fd = file.as_raw_fd();
-    // SAFETY: lseek and ftruncate on a descriptor we own; no memory is involved.
-    let (now, cut) = unsafe {
-        let now = libc::lseek(fd, 0, libc::SEEK_END);
-        let cut = match now >= 0 && now as u64 == size {
-            true => libc::ftruncate(fd, to as libc::off_t),
-            false => 0,
-        };
-        (now, cut)
-    };
-    if now < 0 || cut < 0 {
-        return Err(io::Error::last_os_error());
+    let now = rustix::fs::seek(file, rustix::fs::SeekFrom::End(0))?;
+    if now != size {
+        return Ok(Some(now));
     }
-    Ok((now as u64 != size).then_some(now as u64))
+    rustix::fs::ftruncate(file, to)?;
+    Ok(None)
 }
 
 /// Opens the file twice for writing: positional writes and truncation, and appends. Both

@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -32,10 +31,7 @@ static ORPHANS: Mutex<Vec<Orphan>> = Mutex::new(Vec::new());
 /// Keeps `file`, just replaced at `target` and holding `seen` bytes czctl has carried over,
 /// open to look at later. Its lock is released now: waiters on it must move on to the new file.
 pub(super) fn keep(target: &Path, file: File, seen: u64) {
-    // SAFETY: flock on a descriptor we own.
-    unsafe {
-        libc::flock(file.as_raw_fd(), libc::LOCK_UN);
-    }
+    let _ = rustix::fs::flock(&file, rustix::fs::FlockOperation::Unlock);
     let mut orphans = ORPHANS.lock().unwrap_or_else(|e| e.into_inner());
     orphans.push(Orphan {
         target: target.to_path_buf(),

@@ -86,10 +86,9 @@ fn stop_own_children() {
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))
             .and_then(|p| p.parse::<u32>().ok());
         if ppid == Some(me) {
-            // SAFETY: kill(2) on a child of this very process (its parent is us, so its pid
-            // cannot have been reused by anything else while it is unreaped).
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
+            // A child of this very process: until we reap it, its pid names nothing else.
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
             }
         }
     }

@@ -6,18 +6,16 @@
 //! written, leaves such a log).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::Path;
+
+use rustix::fs::{flock, FlockOperation};
 
 use super::record;
 
 /// Marks `log` as held by a live start (and whatever inherits it). Best effort: a log that is
 /// not locked is only ever removed when it also has no record.
 pub fn hold(log: &File) {
-    // SAFETY: flock(2) on a descriptor we own.
-    unsafe {
-        libc::flock(log.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB);
-    }
+    let _ = flock(log, FlockOperation::NonBlockingLockExclusive);
 }
 
 /// Removes the logs under `state_dir` that have no session record and that no process holds;
@@ -45,8 +43,7 @@ pub fn sweep_orphans(state_dir: &Path) -> Vec<String> {
         if !file.metadata().is_ok_and(|m| m.is_file()) {
             continue;
         }
-        // SAFETY: flock(2) on the descriptor just opened.
-        let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        let free = flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok();
         if free && std::fs::remove_file(&path).is_ok() {
             removed.push(id.to_string());
         }

@@ -20,7 +20,7 @@
 //! reach exactly the verified process even if it exits and its pid is reused meanwhile
 //! (`pidfd_open` needs Linux 5.3; older kernels fall back to `kill` after a fresh check).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -98,12 +98,14 @@ pub fn is_alive(pid: u32) -> bool {
     let Some(pid) = signalable(pid) else {
         return false;
     };
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid, 0) };
-    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // Signal 0 only checks for existence and permission.
+    let exists = match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    };
     // A zombie has ended; it only waits for its parent (for a detached session, whatever
     // adopted it) to reap it.
-    exists && !is_zombie(pid)
+    exists && !is_zombie(pid.as_raw_nonzero().get())
 }
 
 /// Whether `/proc` says the process has exited but is not reaped yet (Linux; elsewhere false).
@@ -115,8 +117,11 @@ pub fn is_zombie(pid: i32) -> bool {
 }
 
 /// The pid as `kill(2)` takes it when it names one process: 1..=i32::MAX.
-fn signalable(pid: u32) -> Option<i32> {
-    i32::try_from(pid).ok().filter(|p| *p > 0)
+fn signalable(pid: u32) -> Option<rustix::process::Pid> {
+    i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 0)
+        .and_then(rustix::process::Pid::from_raw)
 }
 
 /// The fields of `/proc/PID/stat` from the third (state) on: COMM may contain spaces and
@@ -370,29 +375,22 @@ impl Verified {
         self.pid
     }
 
-    /// Sends `signal` to the process (nothing once it ended).
+    /// Sends `signal` to the process (nothing once it ended, or for a number that names no
+    /// signal).
     pub fn signal(&self, signal: i32) {
+        let Some(signal) = rustix::process::Signal::from_named_raw(signal) else {
+            return;
+        };
+        // Failures are ignored: the process may have ended meanwhile.
         match &self.pidfd {
             Some(fd) => {
-                // SAFETY: pidfd_send_signal on a pidfd we own, without siginfo.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        fd.as_raw_fd(),
-                        signal,
-                        std::ptr::null::<libc::siginfo_t>(),
-                        0,
-                    );
-                }
+                let _ = rustix::process::pidfd_send_signal(fd, signal);
             }
             None => {
                 if let (Liveness::Running, Some(pid)) =
                     (self.identity.matches(self.pid), signalable(self.pid))
                 {
-                    // SAFETY: kill(2) with a positive pid only signals that process.
-                    unsafe {
-                        libc::kill(pid, signal);
-                    }
+                    let _ = rustix::process::kill_process(pid, signal);
                 }
             }
         }
@@ -402,14 +400,14 @@ impl Verified {
     pub fn exited(&self) -> bool {
         match &self.pidfd {
             Some(fd) => {
-                let mut poll = libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd, no waiting.
-                let rc = unsafe { libc::poll(&mut poll, 1, 0) };
-                rc != 0 && (rc < 0 || poll.revents != 0)
+                use rustix::event::{poll, PollFd, PollFlags, Timespec};
+                let mut fds = [PollFd::new(fd, PollFlags::IN)];
+                // A pidfd polls readable once its process has exited; an error counts as exited.
+                match poll(&mut fds, Some(&Timespec::default())) {
+                    Ok(0) => false,
+                    Ok(_) => !fds[0].revents().is_empty(),
+                    Err(_) => true,
+                }
             }
             None => self.identity.matches(self.pid) != Liveness::Running,
         }
@@ -429,12 +427,8 @@ impl Verified {
 }
 
 /// A pidfd for `pid`, or `None` (no such process, or a kernel without pidfds).
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: the descriptor was just returned to us and is owned by nothing else.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+fn pidfd_open(pid: rustix::process::Pid) -> Option<OwnedFd> {
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
 }
 
 #[cfg(test)]

@@ -25,7 +25,9 @@ pub fn spawn(spec: &CommandSpec) -> Result<Child, Fatal> {
         return Err(Fatal::new(Code::Usage, "no command given after --"));
     };
     let mut cmd = Command::new(program);
-    cmd.args(args);
+    // A detached session's helper descriptor is its own, never the command's.
+    cmd.args(args)
+        .env_remove(crate::hosts::elevated::INHERIT_ENV);
     for (name, value) in &spec.env {
         cmd.env(name, OsString::from_vec(value.clone()));
     }
@@ -39,11 +41,14 @@ pub fn spawn(spec: &CommandSpec) -> Result<Child, Fatal> {
 
 /// Passes a signal on to the command.
 pub fn forward(child: &Child, signal: i32) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(pid, signal);
-        }
+    use rustix::process::{kill_process, Pid, Signal};
+    // `id()` is `None` once the child is reaped: until then its pid names nothing else.
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(Pid::from_raw);
+    if let (Some(pid), Some(signal)) = (pid, Signal::from_named_raw(signal)) {
+        let _ = kill_process(pid, signal);
     }
 }
 

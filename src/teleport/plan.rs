@@ -135,13 +135,11 @@ pub fn public(name: &str) -> bool {
 fn machine_names() -> &'static [String] {
     static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     NAMES.get_or_init(|| {
-        let mut buf = [0u8; 256];
-        // SAFETY: gethostname writes at most `len` bytes into the buffer we own.
-        let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-        let host = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        // The host name is uname's node name (what gethostname reads).
+        let uname = rustix::system::uname();
+        let host = uname.nodename().to_string_lossy().to_ascii_lowercase();
         let mut names = Vec::new();
-        if ok && !host.is_empty() {
+        if !host.is_empty() {
             if let Some((first, _)) = host.split_once('.') {
                 names.push(first.to_string());
             }

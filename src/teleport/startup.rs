@@ -230,16 +230,18 @@ pub(super) fn open_hosts(options: &TeleportOptions) -> Result<HostsEditor, Fatal
 
 /// Raises the open-file soft limit to the hard limit: every listener and connection is a file.
 pub(super) fn raise_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let value = |v: Option<u64>| v.unwrap_or(u64::MAX);
+    if value(limit.current) < value(limit.maximum) {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        // Best effort: at the soft limit czctl still works, with fewer ports and connections.
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %e, "cannot raise the open-file soft limit");
         }
     }
 }

@@ -228,10 +228,11 @@ impl Czctl {
 
     /// Sends a signal.
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
+        // Our child, not reaped before `wait_exit`: its pid names nothing else.
+        use rustix::process::{kill_process, Pid, Signal};
+        let pid = Pid::from_raw(self.child.id() as i32).expect("a pid");
+        let signal = Signal::from_named_raw(signal).expect("a signal");
+        let _ = kill_process(pid, signal);
     }
 
     /// Waits for the exit status.

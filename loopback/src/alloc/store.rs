@@ -112,14 +112,15 @@ fn parse_line(line: &str) -> Option<Record> {
 /// never runs: passed to kill(2) it would name a process group.
 #[cfg(unix)]
 pub(super) fn pid_alive(pid: u32) -> bool {
-    match libc::pid_t::try_from(pid) {
-        Ok(pid) if pid > 0 => {
-            // SAFETY: signal 0 sends nothing; kill only checks that the process exists.
-            let rc = unsafe { libc::kill(pid, 0) };
-            rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-        }
-        _ => false,
-    }
+    let pid = i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 0)
+        .and_then(rustix::process::Pid::from_raw);
+    // Signal 0 sends nothing: kill only checks that the process exists.
+    pid.is_some_and(|pid| match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    })
 }
 
 /// Without kill(2), every owner counts as running: entries are then only freed by release.

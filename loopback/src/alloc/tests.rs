@@ -326,12 +326,11 @@ fn invalid_keys_are_rejected_and_files_are_private() {
 fn files_are_private_whatever_the_umask() {
     use std::os::unix::fs::PermissionsExt;
     let reg = registry("umask");
-    // SAFETY: umask(2) only changes this process's creation mask; a clear one can only widen
-    // what other tests create for a moment, which their exact modes undo.
-    let old = unsafe { libc::umask(0) };
+    // A clear mask can only widen what other tests create for a moment, which their exact
+    // modes undo.
+    let old = rustix::process::umask(rustix::fs::Mode::empty());
     let got = reg.allocate(&keys("ctx/umask", 1), all_free);
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
+    rustix::process::umask(old);
     got.unwrap();
     let mode = |name: &str| {
         std::fs::metadata(reg.dir().join(name))

@@ -285,12 +285,8 @@ fn has_mark(path: &Path, meta: &fs::Metadata) -> io::Result<bool> {
 
 /// access(2) with the effective ids: may this process write `path`?
 fn may_write(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(name) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: a valid NUL-terminated path; faccessat only inspects it.
-    unsafe { libc::faccessat(libc::AT_FDCWD, name.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0 }
+    use rustix::fs::{accessat, Access, AtFlags, CWD};
+    accessat(CWD, path, Access::WRITE_OK, AtFlags::EACCESS).is_ok()
 }
 
 static TEMP_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -424,35 +420,29 @@ fn give_owner(file: &File, found: &Found) -> io::Result<()> {
 /// Renames `from` to `to` unless `to` exists (renameat2 RENAME_NOREPLACE; where the file
 /// system lacks it, a hard link and an unlink, which also refuse an existing `to`).
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    use rustix::io::Errno;
     use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the path"))
-    };
-    let (old, new) = (c(from)?, c(to)?);
-    // SAFETY: valid NUL-terminated paths relative to the current directory.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            old.as_ptr(),
-            libc::AT_FDCWD,
-            new.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
+    // Checked here: rustix reports a NUL byte as EINVAL, which would read as "no renameat2".
+    if [from, to]
+        .iter()
+        .any(|p| p.as_os_str().as_bytes().contains(&0))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a NUL byte in the path",
+        ));
     }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::INVAL | Errno::NOSYS) => {
             fs::hard_link(from, to)?;
             fs::remove_file(from)
         }
-        Some(libc::EEXIST) => Err(io::Error::new(
+        Err(Errno::EXIST) => Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "a file appeared there while czctl was writing; try again",
         )),
-        _ => Err(err),
+        Err(e) => Err(e.into()),
     }
 }

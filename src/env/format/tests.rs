@@ -259,9 +259,8 @@ mod files {
     fn directories_fifos_devices_and_links_to_them_are_never_written() {
         let dir = scratch("never");
         let fifo = dir.join("fifo");
-        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        use rustix::fs::{mknodat, FileType, Mode, CWD};
+        mknodat(CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).expect("mkfifo");
         let to_null = dir.join("null-link");
         std::os::unix::fs::symlink("/dev/null", &to_null).unwrap();
         let to_dir = dir.join("dir-link");

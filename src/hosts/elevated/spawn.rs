@@ -1,7 +1,7 @@
 //! Starting the helper through sudo, adopting a handed-over one, and handing it over.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -107,17 +107,19 @@ impl Elevated {
             Some(Ok(fd)) if fd > 2 => fd,
             _ => return Some(Err(protocol("malformed value".into()))),
         };
-        // SAFETY: F_GETFD/F_SETFD only inspect and set the descriptor's flags.
-        let open = unsafe {
-            libc::fcntl(fd, libc::F_GETFD) >= 0
-                && libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) >= 0
-        };
-        if !open {
+        // SAFETY: fcntl(F_GETFD) takes any number and only reads that descriptor's flags (EBADF
+        // when none is open). Ownership: czctl sets INHERIT_ENV only for the child it hands
+        // the descriptor to (`hand_over`) and removes it from the other children it starts, so
+        // `fd` (open: F_GETFD succeeded; above stdio) came through exec and no object in this
+        // process opened it; only this call adopts it (TAKEN).
+        let sock =
+            unsafe { (libc::fcntl(fd, libc::F_GETFD) >= 0).then(|| OwnedFd::from_raw_fd(fd)) };
+        let Some(sock) =
+            sock.filter(|sock| rustix::io::fcntl_setfd(sock, rustix::io::FdFlags::CLOEXEC).is_ok())
+        else {
             return Some(Err(protocol(format!("descriptor {fd} is not open"))));
-        }
-        // SAFETY: the descriptor is open (checked above), was opened for us by the parent,
-        // and nothing else in this process owns it (adopted once, guarded by TAKEN).
-        let sock = unsafe { UnixStream::from_raw_fd(fd) };
+        };
+        let sock = UnixStream::from(sock);
         let mut elevated = Elevated {
             file: file.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
@@ -145,14 +147,16 @@ impl Elevated {
         let child = channel.child.take();
         if let Some(fd) = sock.as_ref().map(AsRawFd::as_raw_fd) {
             cmd.env(INHERIT_ENV, format!("{fd},{helper_pid}"));
-            // SAFETY: fcntl(F_SETFD) is async-signal-safe; it clears close-on-exec on the
-            // child's copy of this one descriptor only.
+            // SAFETY: the closure runs in the forked child before exec, where only
+            // async-signal-safe work is allowed: one fcntl system call (rustix issues it
+            // directly; its error converts without allocating). It clears close-on-exec on the
+            // child's copy of `sock` only, which is open: HandOver keeps `sock` open until the
+            // child is spawned.
             unsafe {
                 cmd.pre_exec(move || {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
+                    let fd = BorrowedFd::borrow_raw(fd);
+                    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())
+                        .map_err(io::Error::from)
                 });
             }
         }

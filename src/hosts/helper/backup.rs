@@ -32,8 +32,7 @@ pub(super) fn backup(hosts: &HostsFile, state_dir: &Path, id: &BlockId) -> Reply
         Ok(meta) => meta,
         Err(e) => return cannot(&e),
     };
-    // SAFETY: geteuid has no preconditions.
-    let ours = unsafe { libc::geteuid() };
+    let ours = rustix::process::geteuid().as_raw();
     if ours == 0 && dir.uid() == 0 {
         return cannot(&"it belongs to root, not to the user czctl runs as");
     }

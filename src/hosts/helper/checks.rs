@@ -22,8 +22,7 @@ pub(super) fn check_file(file: &Path) -> Result<PathBuf, String> {
     }
     let dir = target.parent().unwrap_or(Path::new("/"));
     let dir_meta = std::fs::metadata(dir).map_err(|e| refuse(e.to_string()))?;
-    // SAFETY: geteuid has no preconditions.
-    let ours = unsafe { libc::geteuid() };
+    let ours = rustix::process::geteuid().as_raw();
     let owner_ok = dir_meta.uid() == 0 || dir_meta.uid() == ours;
     let sticky = dir_meta.mode() & 0o1000 != 0 && (meta.uid() == 0 || meta.uid() == ours);
     if !owner_ok || (dir_meta.mode() & 0o022 != 0 && !sticky) {

@@ -101,7 +101,9 @@ pub fn run(file: &Path, state_dir: &Path) -> Result<(), crate::exit::Fatal> {
 /// The helper must outlive a Ctrl-C or SIGTERM meant for czctl: it ends when its stdin closes.
 fn ignore_stop_signals() {
     for signal in [libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGTERM] {
-        // SAFETY: setting a signal to SIG_IGN has no preconditions.
+        // SAFETY: SIG_IGN installs no handler, so no code of ours can run inside a signal; the
+        // old disposition that signal(3) returns is not used. (No safe wrapper exists: rustix
+        // and nix expose signal dispositions only as unsafe functions.)
         unsafe {
             libc::signal(signal, libc::SIG_IGN);
         }

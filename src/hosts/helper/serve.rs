@@ -117,8 +117,7 @@ fn handle(
     let block = |session: String, pid: u32| BlockId::new(session, pid);
     match request {
         Request::Hello => Reply {
-            // SAFETY: geteuid has no preconditions.
-            uid: Some(unsafe { libc::geteuid() }),
+            uid: Some(rustix::process::geteuid().as_raw()),
             pid: Some(std::process::id()),
             ..Reply::done()
         },

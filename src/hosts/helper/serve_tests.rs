@@ -46,8 +46,7 @@ fn edits_blocks_and_cleans_up_at_eof() {
     // A state directory of a user other than root (as root, the helper refuses root's).
     let state = dir.join("state");
     std::fs::create_dir(&state).unwrap();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if rustix::process::geteuid().is_root() {
         std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
     }
     let replies = exchange(
@@ -120,8 +119,7 @@ fn remove_stale_reports_blocks() {
 
 #[test]
 fn backups_never_go_into_roots_directories() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return; // Only root's helper has something to refuse.
     }
     let dir = temp("rootstate");
