@@ -53,11 +53,9 @@ pub fn announce_detached(session: &str) {
     // The parent may have gone (a killed start): the session then goes on without it.
     let _ = writeln!(out, "{READY_MARKER} {session}");
     let _ = out.flush();
-    // SAFETY: dup2 takes two descriptor numbers and touches no memory; 2 is the session log,
-    // open for the life of the process, and 1 is our own stdout, which it replaces atomically
-    // (the lock above keeps Rust's stdout from writing meanwhile).
-    if unsafe { libc::dup2(2, 1) } < 0 {
-        let e = std::io::Error::last_os_error();
+    // Stderr is the session log, open for the life of the process; the lock above keeps Rust's
+    // stdout from writing while its descriptor is replaced.
+    if let Err(e) = rustix::stdio::dup2_stdout(std::io::stderr()) {
         tracing::warn!(error = %e, "cannot send stdout to the session log; change lines may be lost");
     }
 }
