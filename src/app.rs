@@ -1,5 +1,5 @@
 //! The composition root: parsed arguments → the command that runs them (one file each in
-//! [`crate::commands`]).
+//! `commands`).
 
 use crate::cli::{Cli, Command, NamespaceCommand, ServiceCommand, SessionCommand, WorkloadCommand};
 use crate::cluster::workload::WorkloadKind;

@@ -1,33 +1,47 @@
 //! czctl: develop against a remote Kubernetes cluster from a laptop.
 //!
 //! # Layout
-//! - [`cli`]: the command-line definition (clap only).
-//! - [`app`]: the composition root: arguments → configured command.
-//! - [`cluster`]: the Kubernetes client, the watchers and the model they feed.
-//! - [`forward`]: listeners, pod picking, per-connection streams (replay to another pod until
-//!   one answers, then a relay of both directions with backpressure and half-close), the
-//!   port-forward transports (SPDY with one pooled connection per pod, WebSocket v4 fallback).
-//! - [`hosts`]: the marked block czctl owns in the hosts file.
-//! - [`intercept`]: `service intercept`: the NGINX header router, the Session record, the
-//!   checked Service patches, the heartbeat, closing and restoring.
-//! - [`teleport`]: `namespace teleport`: launch (reuse, background or here), plan, engine,
-//!   report.
-//! - [`session`]: session records, control sockets, `status`, `session list|close`, CI job
-//!   groups, and the claim that makes one teleport per namespace set.
-//! - [`detach`]: background sessions (the default): the child, the ready handshake, and the
-//!   child's watch on the command waiting for it.
-//! - [`output`]: one-shot output on stdout that ends quietly when the reader goes away.
-//! - [`docs`]: shell completions and the man pages in `man/`, from the clap definitions.
-//! - [`exit`]: exit codes and the error type that carries them.
-//! - [`env`], [`export`]: `KIND teleport NAME`: a workload's environment as the kubelet resolves
-//!   it, written in a format all its readers agree on, then a teleport with an optional command.
-//! - [`tunnel`]: reverse tunnels to the laptop (the laptop end; the protocol and the in-cluster
-//!   agent, `czctl-agent`, are the `cztunnel` crate in `tunnel/`).
-//! - [`paths`]: where czctl keeps its files (state, registry) and the checks that keep them
-//!   its own (private directories, no symlinks followed).
+//! Modules in layers; each imports only from layers below it (no cycles between session,
+//! teleport, intercept and hosts).
 //!
-//! Address allocation lives in the `loopback` crate (shared by concurrent runs via a registry);
-//! SPDY framing and multiplexing in the `spdy` crate (shared with kubesim's server side).
+//! 1. The edge: [`cli`] (the clap definition only), [`app`] (the composition root: which
+//!    command runs), `commands` (one file per command: arguments → options, outcome → stdout,
+//!    and the exit code), [`docs`] (completions and man pages from the clap definitions).
+//! 2. The commands' work:
+//!    - [`teleport`]: `namespace teleport`: launch (reuse, background or here), plan (pure),
+//!      engine (decisions, with its effects behind `Addresses`, `HostsWriter` and `Listeners`),
+//!      report, and the leftovers of a crashed teleport for `session close`.
+//!    - [`intercept`]: `service intercept`: typed Kubernetes objects applied as `czctl`, the
+//!      derived Session CRD, the NGINX header router, the checked Service patches, the
+//!      heartbeat, closing and restoring, and the leftovers of a crashed intercept.
+//!    - [`env`], [`export`]: `KIND teleport NAME`: a workload's environment as the kubelet
+//!      resolves it, written in a format all its readers agree on.
+//!    - `doctor`: what this machine and the cluster allow.
+//! 3. What those share:
+//!    - [`detach`]: background sessions (the default): the child, the ready handshake, and the
+//!      child's watch on the command waiting for it; it starts the hosts file's root helper
+//!      where sudo can still ask for a password.
+//!    - [`hosts`]: the marked block czctl owns in the hosts file, and the root helper.
+//!    - `forward`: listeners, pod picking, per-connection streams (replay to another pod until
+//!      one answers, then a relay of both directions with backpressure and half-close), the
+//!      port-forward transports (SPDY with one pooled connection per pod, WebSocket v4
+//!      fallback).
+//!    - [`tunnel`]: reverse tunnels to the laptop (the laptop end and ngrok; the protocol and
+//!      the in-cluster agent, `czctl-agent`, are the `cztunnel` crate in `tunnel/`).
+//! 4. The runtime: [`session`]: every long-running command is a session: ids, records with
+//!    `SessionKind`/`SessionState`, process identity, the stop request, the control socket, CI
+//!    job groups, the claim that makes one teleport per namespace set, and `list`/`status`/
+//!    `close`, which ask each kind to undo what it left through `session::manage::Leftovers`
+//!    (so session imports neither teleport nor intercept).
+//! 5. The base: `cluster` (the Kubernetes client, the watchers and the model they feed),
+//!    `paths` (where czctl keeps its files, and the checks that keep them its own), [`exit`]
+//!    (exit codes and the error that carries them), [`output`] (stdout that ends quietly when
+//!    the reader goes away).
+//!
+//! Other crates of the workspace: `loopback` (address allocation shared by concurrent runs via
+//! a registry), `spdy` (SPDY framing and multiplexing, shared with kubesim's server side),
+//! `cztunnel` (the tunnel protocol and `czctl-agent`), `fixtures/kubesim` (the simulated
+//! cluster the tests run against, beside a real kube-apiserver with kwok).
 //!
 //! # Data flow
 //! ```text

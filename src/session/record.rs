@@ -136,7 +136,7 @@ pub enum RecordError {
         #[source]
         source: std::io::Error,
     },
-    /// The state directory is not a private directory of this user (see [`crate::paths`]).
+    /// The state directory is not a private directory of this user (see the `paths` module).
     #[error(transparent)]
     Place(#[from] crate::paths::PathError),
 }
