@@ -42,8 +42,8 @@ pub const AGENT_REPOSITORY: &str = "ghcr.io/czctl/czctl-agent";
 
 /// The `czctl-agent` binary of this build, beside czctl's in the target directory. `cargo test
 /// --workspace` builds it (the cztunnel package's own test runs it); a test run of czctl alone
-/// does not, so a missing binary, or one older than a source it was built from (cargo's
-/// dep-info file beside it lists them), fails here naming the command that builds it.
+/// does not, so a missing binary, or one older than a source file of the cztunnel crate, fails
+/// here naming the command that builds it.
 pub fn agent_bin() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_czctl")).with_file_name("czctl-agent");
     let build = "build it with `cargo build -p cztunnel --bin czctl-agent` (`cargo test --workspace` builds it)";
@@ -58,22 +58,21 @@ pub fn agent_bin() -> PathBuf {
             })
     };
     let built = modified(&bin);
-    let dep_info = bin.with_extension("d");
-    let deps = std::fs::read_to_string(&dep_info).unwrap_or_else(|e| {
-        panic!("{}: {e}; {build}", dep_info.display());
-    });
-    // `TARGET: SOURCE SOURCE ...`, spaces in paths escaped with a backslash.
-    let first = deps.lines().next().unwrap_or_default();
-    let (_, sources) = first.split_once(": ").expect("a dep-info line");
-    let sources = sources.trim().replace("\\ ", "\0");
-    for source in sources.split_whitespace() {
-        let source = PathBuf::from(source.replace('\0', " "));
-        assert!(
-            modified(&source) <= built,
-            "{} is older than {}: {build}",
-            bin.display(),
-            source.display()
-        );
+    let mut dirs = vec![root().join("tunnel/src")];
+    dirs.push(root().join("tunnel/Cargo.toml"));
+    while let Some(path) = dirs.pop() {
+        if path.is_dir() {
+            let entries =
+                std::fs::read_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            dirs.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+        } else {
+            assert!(
+                modified(&path) <= built,
+                "{} is older than {}: {build}",
+                bin.display(),
+                path.display()
+            );
+        }
     }
     bin
 }
