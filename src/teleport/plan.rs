@@ -17,9 +17,70 @@
 //! `api.dev` from their users would break more than it protects. [`withheld`] says which names
 //! were left out, for the notes.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use crate::cluster::model::{Backend, ObjectKey, ServiceView};
+
+/// What one loopback address forwards: a Service, or one pod of a headless Service.
+///
+/// Ordered as its text `NS/NAME[/HOST]` is (byte by byte), which is the order of the
+/// allocation keys it replaces: so the registry sees new keys, and `status` lists forwards, in
+/// the order they always had (`demo-2/x` before `demo/x`, `web-a` before `web/web-0`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ForwardKey {
+    /// The Service.
+    pub service: ObjectKey,
+    /// The pod's hostname within a headless Service (`HOST.SVC.NS` names it), for a per-pod
+    /// address; `None` for the Service's own address.
+    pub pod_host: Option<String>,
+}
+
+impl ForwardKey {
+    /// The Service's own address.
+    pub fn service(service: ObjectKey) -> ForwardKey {
+        ForwardKey {
+            service,
+            pod_host: None,
+        }
+    }
+
+    /// The bytes of `NS/NAME[/HOST]`, without building the string.
+    fn text(&self) -> impl Iterator<Item = u8> + '_ {
+        let host = self
+            .pod_host
+            .iter()
+            .flat_map(|h| std::iter::once(b'/').chain(h.bytes()));
+        self.service
+            .namespace
+            .bytes()
+            .chain(std::iter::once(b'/'))
+            .chain(self.service.name.bytes())
+            .chain(host)
+    }
+}
+
+impl Ord for ForwardKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.text().cmp(other.text())
+    }
+}
+
+impl PartialOrd for ForwardKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for ForwardKey {
+    /// `NS/NAME`, or `NS/NAME/HOST` for a per-pod address.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.pod_host {
+            Some(host) => write!(f, "{}/{host}", self.service),
+            None => write!(f, "{}", self.service),
+        }
+    }
+}
 
 /// One loopback address worth of forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,15 +109,10 @@ pub struct Naming {
 }
 
 impl Naming {
-    /// The allocation key of a Service, or of one of its pods.
-    pub fn key(&self, service: &ObjectKey, pod_host: Option<&str>) -> String {
-        match pod_host {
-            Some(host) => format!(
-                "{}/{}/{}/{host}",
-                self.context, service.namespace, service.name
-            ),
-            None => format!("{}/{}/{}", self.context, service.namespace, service.name),
-        }
+    /// The registry's allocation key of a forward: `CONTEXT/NS/NAME[/HOST]` (see
+    /// [`loopback::alloc`]; the context keeps addresses stable per cluster).
+    pub fn alloc_key(&self, key: &ForwardKey) -> String {
+        format!("{}/{key}", self.context)
     }
 
     /// `svc.ns`, `svc.ns.svc`, `svc.ns.svc.DOMAIN`, plus `svc` in the first namespace unless
@@ -213,15 +269,15 @@ pub fn withheld_note(naming: &Naming, view: &ServiceView) -> String {
     format!("{}; use {instead} instead", said.join("; "))
 }
 
-/// Everything one Service should become, keyed by allocation key.
-pub fn desired(naming: &Naming, view: &ServiceView) -> BTreeMap<String, Desired> {
+/// Everything one Service should become, by forward.
+pub fn desired(naming: &Naming, view: &ServiceView) -> BTreeMap<ForwardKey, Desired> {
     let mut out = BTreeMap::new();
     if view.not_forwarded.is_some() {
         return out;
     }
     let ports: BTreeMap<u16, String> = view.tcp_ports().map(|p| (p.port, p.name.clone())).collect();
     out.insert(
-        naming.key(&view.key, None),
+        ForwardKey::service(view.key.clone()),
         Desired {
             service: view.key.clone(),
             pinned: None,
@@ -236,7 +292,10 @@ pub fn desired(naming: &Naming, view: &ServiceView) -> BTreeMap<String, Desired>
                 continue;
             };
             out.insert(
-                naming.key(&view.key, Some(host)),
+                ForwardKey {
+                    service: view.key.clone(),
+                    pod_host: Some(host.to_string()),
+                },
                 Desired {
                     service: view.key.clone(),
                     pinned: Some(backend.pod.clone()),
@@ -261,6 +320,39 @@ mod tests {
             first_namespace: "demo".into(),
             cluster_domain: "cluster.local".into(),
         }
+    }
+
+    fn fk(ns: &str, name: &str, host: Option<&str>) -> ForwardKey {
+        ForwardKey {
+            service: ObjectKey::new(ns, name),
+            pod_host: host.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn forward_keys_order_and_allocate_as_their_text() {
+        let n = naming();
+        assert_eq!(n.alloc_key(&fk("demo", "web", None)), "kind/demo/web");
+        assert_eq!(
+            n.alloc_key(&fk("demo", "cache", Some("cache-0"))),
+            "kind/demo/cache/cache-0"
+        );
+        // The order of the allocation keys they replace: byte by byte, `-` before `/`.
+        let mut keys = [
+            fk("demo", "web", Some("web-0")),
+            fk("demo", "web", None),
+            fk("demo-2", "web", None),
+            fk("demo", "web-a", None),
+        ];
+        keys.sort();
+        let texts: Vec<String> = keys.iter().map(ToString::to_string).collect();
+        let mut sorted = texts.clone();
+        sorted.sort();
+        assert_eq!(texts, sorted);
+        assert_eq!(
+            texts,
+            ["demo-2/web", "demo/web", "demo/web-a", "demo/web/web-0"]
+        );
     }
 
     fn view(ns: &str, headless: bool) -> ServiceView {
@@ -378,9 +470,9 @@ mod tests {
         assert!(withheld(&n, &view("demo", true)).is_empty());
         assert!(withheld_note(&n, &view("other", false)).is_empty());
         let plan = desired(&n, &wpad);
-        assert_eq!(plan["kind/demo/wpad"].names[0], "wpad.demo");
+        assert_eq!(plan[&fk("demo", "wpad", None)].names[0], "wpad.demo");
         // `x.wpad` is no name anyone else uses: kept.
-        assert_eq!(plan["kind/demo/wpad/x"].names[0], "x.wpad");
+        assert_eq!(plan[&fk("demo", "wpad", Some("x"))].names[0], "x.wpad");
     }
 
     #[test]
@@ -405,7 +497,10 @@ mod tests {
         org.key = ObjectKey::new("demo", "org");
         org.backends[0].hostname = Some("www".into());
         let plan = desired(&naming(), &org);
-        assert_eq!(plan["kind/demo/org/www"].names[0], "www.org.demo");
+        assert_eq!(
+            plan[&fk("demo", "org", Some("www"))].names[0],
+            "www.org.demo"
+        );
         assert_eq!(withheld(&naming(), &org), ["www.org"]);
         assert!(
             withheld_note(&naming(), &org).contains("use www.org.demo instead"),
@@ -423,7 +518,7 @@ mod tests {
     fn headless_services_get_per_pod_addresses() {
         let plan = desired(&naming(), &view("demo", true));
         assert_eq!(plan.len(), 2);
-        let pod = &plan["kind/demo/cache/cache-0"];
+        let pod = &plan[&fk("demo", "cache", Some("cache-0"))];
         assert_eq!(pod.pinned.as_deref(), Some("cache-0"));
         assert_eq!(
             pod.ports.keys().copied().collect::<Vec<_>>(),

@@ -84,6 +84,7 @@ impl Elevated {
                 sock: Some(ours),
                 lines: Lines::default(),
                 child: Some(child),
+                timeout: None,
             }),
         };
         elevated.hello(&command)?;
@@ -126,6 +127,7 @@ impl Elevated {
                 sock: Some(sock),
                 lines: Lines::default(),
                 child: None,
+                timeout: None,
             }),
         };
         Some(
@@ -198,8 +200,9 @@ impl Elevated {
     }
 
     /// Closes the helper's stdin and waits (briefly) for the process we started to end.
-    pub(super) fn wait_exit(&mut self, timeout: Duration) -> String {
-        let channel = self.channel.get_mut().unwrap_or_else(|e| e.into_inner());
+    /// Blocks: only for blocking threads.
+    pub(super) fn wait_exit(&self, timeout: Duration) -> String {
+        let mut channel = self.channel.lock().unwrap_or_else(|e| e.into_inner());
         channel.sock = None;
         let Some(child) = channel.child.as_mut() else {
             return "the helper's pipe closed".into();
