@@ -1,6 +1,6 @@
 //! The teleport engine: applies watch events to the model, decides what must change for the
 //! plan to run (addresses, listeners, hosts entries), has it done through its
-//! [effects](super::effects), and reports every change.
+//! effects (`teleport::effects`), and reports every change.
 //!
 //! The decisions are the engine's own; the effects are traits, real in a teleport and fake in
 //! the tests below. Effects that block (the registry's and the hosts file's locks, round trips

@@ -73,6 +73,8 @@ struct Channel {
     child: Option<Child>,
     /// The read and write timeout now set on `sock`.
     timeout: Option<Duration>,
+    /// How long a request other than `hello` waits for its answer ([`REPLY_WAIT`]).
+    reply_wait: Duration,
 }
 
 impl std::fmt::Debug for Elevated {
@@ -158,6 +160,7 @@ impl Elevated {
             sock: held,
             lines,
             timeout,
+            reply_wait,
             ..
         } = channel;
         let Some(sock) = held.as_mut() else {
@@ -165,7 +168,7 @@ impl Elevated {
         };
         lines.drop_fds();
         // The first hello waits for sudo, which may be asking for a password.
-        let wait = (!matches!(request, Request::Hello)).then_some(REPLY_WAIT);
+        let wait = (!matches!(request, Request::Hello)).then_some(*reply_wait);
         if *timeout != wait {
             sock.set_read_timeout(wait)
                 .and_then(|()| sock.set_write_timeout(wait))
@@ -183,14 +186,16 @@ impl Elevated {
         let mut line = serde_json::to_string(request).expect("a request serializes");
         line.push('\n');
         let result = match sock.write_all(line.as_bytes()) {
-            Err(e) if timed_out(&e) => Err(Exchange::Closed(gave_up("take", request))),
+            Err(e) if timed_out(&e) => Err(Exchange::Closed(gave_up("take", request, *reply_wait))),
             Err(e) => Err(Exchange::Closed(format!("cannot write to it: {e}"))),
             Ok(()) => match lines.read_line(sock.as_fd()) {
                 Ok(Some(answer)) => serde_json::from_str(&answer).map_err(|e| {
                     Exchange::Broken(format!("unreadable answer {:?}: {e}", answer.trim()))
                 }),
                 Ok(None) => Err(Exchange::Closed("it exited".into())),
-                Err(e) if timed_out(&e) => Err(Exchange::Closed(gave_up("answer", request))),
+                Err(e) if timed_out(&e) => {
+                    Err(Exchange::Closed(gave_up("answer", request, *reply_wait)))
+                }
                 Err(e) => Err(Exchange::Closed(format!("cannot read from it: {e}"))),
             },
         };
@@ -203,8 +208,8 @@ impl Elevated {
     }
 }
 
-/// Why the helper was given up: it did not `take` or `answer` `request` within [`REPLY_WAIT`].
-fn gave_up(verb: &str, request: &Request) -> String {
+/// Why the helper was given up: it did not `take` or `answer` `request` within `waited`.
+fn gave_up(verb: &str, request: &Request, waited: Duration) -> String {
     let what = match request {
         Request::Hello => "its hello".to_string(),
         Request::RemoveStale => "the removal of stale hosts blocks".into(),
@@ -219,9 +224,8 @@ fn gave_up(verb: &str, request: &Request) -> String {
         Request::Bind { addr, port } => format!("binding {addr}:{port}"),
     };
     format!(
-        "it did not {verb} {what} within {} s (stuck, or waiting for the hosts file's lock); \
-         czctl closed its end",
-        REPLY_WAIT.as_secs()
+        "it did not {verb} {what} within {waited:?} (stuck, or waiting for the hosts file's \
+         lock); czctl closed its end"
     )
 }
 
@@ -262,6 +266,9 @@ impl Drop for Elevated {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 /// The parent's copy of a handed-over helper's socket, and the elevation process (not
 /// waited for: the helper lives on with the child).

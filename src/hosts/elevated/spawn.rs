@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Channel, ElevateError, Elevated, Exchange, HandOver, INHERIT_ENV, SUDO_ENV};
+use super::{
+    Channel, ElevateError, Elevated, Exchange, HandOver, INHERIT_ENV, REPLY_WAIT, SUDO_ENV,
+};
 use crate::hosts::fdpass::Lines;
 use crate::hosts::helper::Request;
 
@@ -85,6 +87,7 @@ impl Elevated {
                 lines: Lines::default(),
                 child: Some(child),
                 timeout: None,
+                reply_wait: REPLY_WAIT,
             }),
         };
         elevated.hello(&command)?;
@@ -128,6 +131,7 @@ impl Elevated {
                 lines: Lines::default(),
                 child: None,
                 timeout: None,
+                reply_wait: REPLY_WAIT,
             }),
         };
         Some(
