@@ -5,8 +5,8 @@
 //! - [`HostsWriter`]: czctl's block in the hosts file ([`HostsEditor`]).
 //! - [`Listeners`]: TCP listeners on those addresses ([`Binder`], which serves them).
 //!
-//! Every method may block (file locks, a round trip to the root helper): the engine calls them
-//! on a blocking thread, never on the runtime's workers. The engine batches its calls: one
+//! Every method may block (file locks, a round trip to the root helper): the engine never calls
+//! them on a thread that is a runtime worker at the time. The engine batches its calls: one
 //! allocation (with every new listener bound inside it), one release and one hosts write per
 //! reconcile, whatever the number of Services.
 

@@ -108,7 +108,7 @@ impl HostsWriter for FakeHosts {
         if let Some((entered, go)) = gate {
             entered.send(()).unwrap();
             go.recv_timeout(PATIENCE)
-                .expect("the runtime went on while the hosts file was written");
+                .expect("the runtime stood still while the hosts file was written");
         }
         let mut state = self.0.lock().unwrap();
         if state.fail {
@@ -589,6 +589,30 @@ async fn blocking_effects_leave_the_runtime_free() {
     });
     reconciled.unwrap();
     assert_eq!(f.hosts.0.lock().unwrap().writes.len(), 1);
+}
+
+/// The same on czctl's kind of runtime with one worker: the task that lets the write go can
+/// only run if the worker was handed on before the write blocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn blocking_effects_leave_a_multi_threaded_runtime_free() {
+    let mut f = fixture();
+    let (entered_tx, entered_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel();
+    f.hosts.0.lock().unwrap().gate = Some((entered_tx, go_rx));
+    let release = tokio::spawn(async move {
+        entered_rx.await.unwrap();
+        go_tx.send(()).unwrap();
+    });
+    f.engine.apply(service("web", &[8080], false));
+    f.engine.apply(slice("web", &[8080], &["pod"], false));
+    // On the worker (the test's own body runs on a thread of its own).
+    let hosts = f.hosts.clone();
+    let mut engine = f.engine;
+    tokio::spawn(async move { engine.reconcile(&keys(&["web"])).await.unwrap() })
+        .await
+        .unwrap();
+    release.await.unwrap();
+    assert_eq!(hosts.0.lock().unwrap().writes.len(), 1);
 }
 
 fn no_transport() -> Arc<dyn Transport> {
