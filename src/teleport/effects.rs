@@ -22,7 +22,7 @@ use crate::forward::target::Target;
 use crate::hosts::{BlockId, EditError, Entry, HostsEditor};
 
 /// Loopback addresses, one per allocation key (`CONTEXT/NS/NAME[/HOST]`).
-pub trait Addresses: Send + Sync + 'static {
+pub(crate) trait Addresses: Send + Sync + 'static {
     /// One address per key, in order, for this process: a key it holds already keeps its
     /// address; any other gets the first free candidate that `is_free` accepts (the caller
     /// binds its listeners there). On error nothing is registered.
@@ -51,7 +51,7 @@ impl Addresses for Registry {
 }
 
 /// czctl's block in the hosts file.
-pub trait HostsWriter: Send + Sync + 'static {
+pub(crate) trait HostsWriter: Send + Sync + 'static {
     /// Makes the block hold exactly `entries` (re-reading the file first).
     fn write(&self, block: &BlockId, entries: &[Entry]) -> Result<(), EditError>;
 
@@ -70,7 +70,7 @@ impl HostsWriter for HostsEditor {
 }
 
 /// TCP listeners on loopback addresses.
-pub trait Listeners: Send + Sync + 'static {
+pub(crate) trait Listeners: Send + Sync + 'static {
     /// Binds `addr:port`; the bind is also the check that the address is free. A
     /// `PermissionDenied` error means this user may not listen on the port at all.
     fn bind(&self, addr: Ipv4Addr, port: u16) -> io::Result<StdListener>;
@@ -101,7 +101,7 @@ impl Listeners for Binder {
 }
 
 /// The root helper as a [`Privileged`] binder, when `hosts` edits through one.
-pub fn privileged_binds(hosts: &Arc<HostsEditor>) -> Option<Privileged> {
+pub(crate) fn privileged_binds(hosts: &Arc<HostsEditor>) -> Option<Privileged> {
     hosts.helper()?;
     let hosts = hosts.clone();
     Some(Arc::new(move |addr, port| match hosts.helper() {
@@ -112,11 +112,11 @@ pub fn privileged_binds(hosts: &Arc<HostsEditor>) -> Option<Privileged> {
 
 /// The three effects of one engine.
 #[derive(Clone)]
-pub struct Effects {
+pub(crate) struct Effects {
     /// Loopback addresses.
-    pub addresses: Arc<dyn Addresses>,
+    pub(crate) addresses: Arc<dyn Addresses>,
     /// The hosts block.
-    pub hosts: Arc<dyn HostsWriter>,
+    pub(crate) hosts: Arc<dyn HostsWriter>,
     /// Listeners.
-    pub listeners: Arc<dyn Listeners>,
+    pub(crate) listeners: Arc<dyn Listeners>,
 }
