@@ -133,6 +133,13 @@ pub struct Engine {
     /// The namespaces and the Service selector, when one was given: a namespace where it
     /// matches nothing is reported.
     selected: Option<(Vec<String>, String)>,
+    /// Services whose last reconcile failed (an allocation or release): tried again with the
+    /// next one, whatever it is about.
+    retry: BTreeSet<ObjectKey>,
+    /// The last hosts write failed: the next reconcile writes even if no name changed.
+    hosts_stale: bool,
+    /// Allocation keys of stopped forwards whose release failed: released with the next ones.
+    unreleased: Vec<String>,
 }
 
 /// What a new batch of forwards got from one allocation, by position in the batch.
@@ -156,6 +163,9 @@ impl Engine {
             running: BTreeMap::new(),
             report,
             selected: None,
+            retry: BTreeSet::new(),
+            hosts_stale: false,
+            unreleased: Vec::new(),
         }
     }
 
@@ -223,8 +233,26 @@ impl Engine {
 
     /// Brings the running state of `services` in line with the model: stops and releases
     /// what is no longer wanted, updates what runs (backends, ports, names), starts what is
-    /// new, then writes the hosts file once if any name or address changed.
+    /// new, then writes the hosts file once if any name or address changed. After an error
+    /// the next reconcile also takes the Services this one could not finish, and writes the
+    /// hosts file if this one could not.
     pub async fn reconcile(&mut self, services: &BTreeSet<ObjectKey>) -> Result<(), EngineError> {
+        let retry = std::mem::take(&mut self.retry);
+        let combined: BTreeSet<ObjectKey>;
+        let services = if retry.is_empty() {
+            services
+        } else {
+            combined = services.union(&retry).cloned().collect();
+            &combined
+        };
+        let result = self.reconcile_now(services).await;
+        if let Err(EngineError::Alloc(_) | EngineError::Interrupted(_)) = &result {
+            self.retry = services.clone();
+        }
+        result
+    }
+
+    async fn reconcile_now(&mut self, services: &BTreeSet<ObjectKey>) -> Result<(), EngineError> {
         let mut wanted: BTreeMap<ForwardKey, Desired> = BTreeMap::new();
         let mut views: Vec<ServiceView> = Vec::new();
         for key in services {
@@ -241,7 +269,8 @@ impl Engine {
             .filter(|k| services.contains(&k.service) && !wanted.contains_key(*k))
             .cloned()
             .collect();
-        let mut released = Vec::with_capacity(gone.len());
+        // Keys a failed release kept go with this one.
+        let mut released = std::mem::take(&mut self.unreleased);
         for key in gone {
             if let Some(running) = self.running.remove(&key) {
                 for token in running.listeners.values() {
@@ -254,7 +283,15 @@ impl Engine {
         }
         if !released.is_empty() {
             let addresses = self.effects.addresses.clone();
-            blocking("releasing addresses", move || addresses.release(&released)).await??;
+            let (released, result) = blocking("releasing addresses", move || {
+                let result = addresses.release(&released);
+                (released, result)
+            })
+            .await?;
+            if let Err(e) = result {
+                self.unreleased = released;
+                return Err(e.into());
+            }
         }
         // Update what runs and is still wanted; collect what is new.
         let mut new: Vec<(ForwardKey, Desired)> = Vec::new();
@@ -285,7 +322,7 @@ impl Engine {
             let withheld = plan::withheld_note(&self.naming, view);
             self.report.service(view, &withheld);
         }
-        if hosts_dirty {
+        if hosts_dirty || self.hosts_stale {
             self.write_hosts().await?;
         }
         self.publish();
@@ -451,10 +488,12 @@ impl Engine {
             .collect();
         let hosts = self.effects.hosts.clone();
         let block = self.block.clone();
+        self.hosts_stale = true;
         blocking("writing the hosts file", move || {
             hosts.write(&block, &entries)
         })
         .await??;
+        self.hosts_stale = false;
         Ok(())
     }
 
@@ -486,11 +525,8 @@ impl Engine {
     /// Stops every listener, removes the hosts block and releases the addresses (both tried,
     /// on one blocking thread, even when the first fails).
     pub async fn teardown(&mut self) -> Result<(), EngineError> {
-        let keys: Vec<String> = self
-            .running
-            .keys()
-            .map(|k| self.naming.alloc_key(k))
-            .collect();
+        let mut keys = std::mem::take(&mut self.unreleased);
+        keys.extend(self.running.keys().map(|k| self.naming.alloc_key(k)));
         for running in self.running.values() {
             for token in running.listeners.values() {
                 token.cancel();

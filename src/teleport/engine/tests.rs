@@ -37,6 +37,8 @@ struct AddressState {
     releases: Vec<Vec<String>>,
     /// Fail the next allocation.
     fail: bool,
+    /// Fail the next release.
+    fail_release: bool,
 }
 
 impl Addresses for FakeAddresses {
@@ -77,6 +79,9 @@ impl Addresses for FakeAddresses {
     fn release(&self, keys: &[String]) -> Result<(), AllocError> {
         let mut state = self.0.lock().unwrap();
         state.releases.push(keys.to_vec());
+        if std::mem::take(&mut state.fail_release) {
+            return Err(AllocError::Exhausted);
+        }
         for key in keys {
             state.held.remove(key);
         }
@@ -364,6 +369,42 @@ async fn a_deleted_service_is_released_its_listeners_closed_and_its_names_remove
 }
 
 #[tokio::test]
+async fn a_failed_release_is_an_error_and_goes_with_the_next_release() {
+    let mut f = fixture();
+    for name in ["web", "api", "db"] {
+        f.engine.apply(service(name, &[8080], false));
+        f.engine.apply(slice(name, &[8080], &["pod"], false));
+    }
+    f.engine
+        .reconcile(&keys(&["web", "api", "db"]))
+        .await
+        .unwrap();
+    f.addresses.0.lock().unwrap().fail_release = true;
+    f.engine.apply(Change::ServiceDeleted(svc_key("web")));
+    let error = f.engine.reconcile(&keys(&["web"])).await.unwrap_err();
+    assert!(matches!(error, EngineError::Alloc(_)), "{error}");
+    // Stopped all the same.
+    assert_eq!(f.engine.running().count(), 2);
+    assert_eq!(f.listeners.0.lock().unwrap().open().len(), 2);
+
+    f.engine.apply(Change::ServiceDeleted(svc_key("api")));
+    f.engine.reconcile(&keys(&["api"])).await.unwrap();
+    let state = f.addresses.0.lock().unwrap();
+    assert_eq!(
+        state.releases,
+        [
+            vec!["kind/demo/web"],
+            vec!["kind/demo/web", "kind/demo/api"]
+        ]
+    );
+    assert_eq!(
+        state.held.keys().collect::<Vec<_>>(),
+        ["kind/demo/db"],
+        "only db keeps its address"
+    );
+}
+
+#[tokio::test]
 async fn a_port_change_swaps_the_listener_and_keeps_address_and_names() {
     let mut f = fixture();
     f.engine.apply(service("web", &[8080], false));
@@ -507,7 +548,7 @@ async fn a_port_this_user_may_not_listen_on_is_left_out_and_noted() {
 }
 
 #[tokio::test]
-async fn a_failed_allocation_is_an_error_that_leaves_nothing_behind_and_the_next_try_works() {
+async fn a_failed_allocation_leaves_nothing_behind_and_the_next_reconcile_retries_it() {
     let mut f = fixture();
     f.addresses.0.lock().unwrap().fail = true;
     f.engine.apply(service("web", &[8080], false));
@@ -527,13 +568,22 @@ async fn a_failed_allocation_is_an_error_that_leaves_nothing_behind_and_the_next
     assert!(f.listeners.0.lock().unwrap().open().is_empty());
     assert!(f.hosts.0.lock().unwrap().writes.is_empty());
 
-    f.engine.reconcile(&keys(&["web"])).await.unwrap();
-    assert_eq!(f.engine.running().count(), 1);
-    assert_eq!(f.hosts.0.lock().unwrap().writes.len(), 1);
+    // The next reconcile, about another Service, takes this one again.
+    f.engine.apply(service("api", &[8080], false));
+    f.engine.apply(slice("api", &[8080], &["pod"], false));
+    f.engine.reconcile(&keys(&["api"])).await.unwrap();
+    assert_eq!(
+        f.addresses.0.lock().unwrap().allocations[1],
+        ["kind/demo/api", "kind/demo/web"]
+    );
+    assert_eq!(f.engine.running().count(), 2);
+    let writes = &f.hosts.0.lock().unwrap().writes;
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].len(), 2);
 }
 
 #[tokio::test]
-async fn a_failed_hosts_write_is_an_error_and_the_next_change_writes_again() {
+async fn a_failed_hosts_write_is_an_error_and_the_next_reconcile_writes_again() {
     let mut f = fixture();
     f.hosts.0.lock().unwrap().fail = true;
     f.engine.apply(service("web", &[8080], false));
@@ -547,13 +597,20 @@ async fn a_failed_hosts_write_is_an_error_and_the_next_change_writes_again() {
     // The forward runs; only its names are missing until the next write.
     assert_eq!(f.engine.running().count(), 1);
 
+    // The next change is only a new pod, no new name: the names are written all the same.
     f.hosts.0.lock().unwrap().fail = false;
-    f.engine.apply(service("api", &[8080], false));
-    f.engine.apply(slice("api", &[8080], &["pod"], false));
-    f.engine.reconcile(&keys(&["api"])).await.unwrap();
-    let writes = &f.hosts.0.lock().unwrap().writes;
-    assert_eq!(writes.len(), 1);
-    assert_eq!(writes[0].len(), 2, "both Services' names: {writes:?}");
+    f.engine
+        .apply(slice("web", &[8080], &["pod", "pod-2"], false));
+    f.engine.reconcile(&keys(&["web"])).await.unwrap();
+    let web = Ipv4Addr::new(127, 1, 0, 1);
+    assert_eq!(
+        f.hosts.0.lock().unwrap().writes,
+        [BTreeMap::from([(web, names_of("web"))])]
+    );
+    // Written once: the one after is quiet again.
+    f.engine.apply(slice("web", &[8080], &["pod"], false));
+    f.engine.reconcile(&keys(&["web"])).await.unwrap();
+    assert_eq!(f.hosts.0.lock().unwrap().writes.len(), 1);
 }
 
 #[tokio::test]
