@@ -255,11 +255,11 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
     }
     .await;
     let teardown = engine.teardown().await;
-    close_hosts(hosts).await;
     record.remove(&options.state_dir);
     if teardown.is_ok() {
         record::remove_backup(&options.state_dir, &session);
     }
+    close_hosts(hosts).await;
     let code = result?;
     teardown.map_err(|e| Fatal::new(Code::Local, format!("teardown: {e}")))?;
     Ok(code)
