@@ -249,6 +249,7 @@ impl Engine {
         if let Err(EngineError::Alloc(_) | EngineError::Interrupted(_)) = &result {
             self.retry = services.clone();
         }
+        self.publish();
         result
     }
 
@@ -290,6 +291,7 @@ impl Engine {
             .await?;
             if let Err(e) = result {
                 self.unreleased = released;
+                self.hosts_stale |= hosts_dirty;
                 return Err(e.into());
             }
         }
@@ -315,8 +317,11 @@ impl Engine {
             self.listen_more(more_ports).await;
         }
         if !new.is_empty() {
+            if let Err(e) = self.start(new).await {
+                self.hosts_stale |= hosts_dirty;
+                return Err(e);
+            }
             hosts_dirty = true;
-            self.start(new).await?;
         }
         for view in &views {
             let withheld = plan::withheld_note(&self.naming, view);
@@ -325,7 +330,6 @@ impl Engine {
         if hosts_dirty || self.hosts_stale {
             self.write_hosts().await?;
         }
-        self.publish();
         Ok(())
     }
 

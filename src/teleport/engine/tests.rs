@@ -369,7 +369,7 @@ async fn a_deleted_service_is_released_its_listeners_closed_and_its_names_remove
 }
 
 #[tokio::test]
-async fn a_failed_release_is_an_error_and_goes_with_the_next_release() {
+async fn a_failed_release_is_an_error_and_the_next_reconcile_finishes_it() {
     let mut f = fixture();
     for name in ["web", "api", "db"] {
         f.engine.apply(service(name, &[8080], false));
@@ -386,6 +386,15 @@ async fn a_failed_release_is_an_error_and_goes_with_the_next_release() {
     // Stopped all the same.
     assert_eq!(f.engine.running().count(), 2);
     assert_eq!(f.listeners.0.lock().unwrap().open().len(), 2);
+    assert_eq!((f.engine.status_fn(no_transport()))().forwards.len(), 2);
+    // The next reconcile, whatever it is about, releases it and takes its names out.
+    let writes = f.hosts.0.lock().unwrap().writes.len();
+    f.engine.reconcile(&BTreeSet::new()).await.unwrap();
+    {
+        let hosts = f.hosts.0.lock().unwrap();
+        assert_eq!(hosts.writes.len(), writes + 1);
+        assert_eq!(hosts.writes[writes].len(), 2);
+    }
 
     f.engine.apply(Change::ServiceDeleted(svc_key("api")));
     f.engine.reconcile(&keys(&["api"])).await.unwrap();
@@ -394,7 +403,8 @@ async fn a_failed_release_is_an_error_and_goes_with_the_next_release() {
         state.releases,
         [
             vec!["kind/demo/web"],
-            vec!["kind/demo/web", "kind/demo/api"]
+            vec!["kind/demo/web"],
+            vec!["kind/demo/api"]
         ]
     );
     assert_eq!(
