@@ -267,7 +267,7 @@ impl Engine {
         let gone: Vec<ForwardKey> = self
             .running
             .keys()
-            .filter(|k| services.contains(&k.service) && !wanted.contains_key(*k))
+            .filter(|k| services.contains(&*k.service) && !wanted.contains_key(*k))
             .cloned()
             .collect();
         // Keys a failed release kept go with this one.

@@ -320,7 +320,10 @@ async fn a_new_service_gets_an_address_listeners_and_a_hosts_entry() {
         .running()
         .map(|(k, a, ..)| (k.clone(), a))
         .collect();
-    assert_eq!(running, [(ForwardKey::service(svc_key("web")), web)]);
+    assert_eq!(
+        running,
+        [(ForwardKey::service(Arc::new(svc_key("web"))), web)]
+    );
 }
 
 #[tokio::test]
