@@ -7,6 +7,22 @@
 //! The backoff is [`retry_delays`], not kube's default (0.8 s doubling to 30 s): after a long
 //! API outage that one waited up to half a minute before a Service created meanwhile appeared.
 //! A developer's laptop watches a few namespaces, so a retry about every second is cheap.
+//!
+//! # Why not kube-runtime's reflector
+//! A reflector keeps a `Store` of the watched objects and swaps in each relist whole: the
+//! bookkeeping [`WatchEvent::Synced`] and [`Model`](super::model::Model) do here. It does not
+//! fit this job, which is why these watchers feed the model instead:
+//! - Memory. A store holds every object as decoded (`Arc<Service>`, `Arc<EndpointSlice>`):
+//!   metadata, managed fields, annotations such as `last-applied-configuration`, status. The
+//!   model keeps a few hundred bytes of facts per Service and drops the rest on arrival, which
+//!   is what keeps 10,000 Services under the memory target. `WatchStreamExt::modify` could
+//!   strip fields, but the k8s-openapi structs stay many times larger than the facts.
+//! - Changes, not state. The engine reconciles only the Services an event touched; a store
+//!   answers "what is there now", so the event stream would still be read beside it, and
+//!   finding what a relist dropped would still take a diff (the `Synced` set does that now).
+//! - Joins. Backends come from EndpointSlices joined to Services by the
+//!   `kubernetes.io/service-name` label; a store indexes objects by name only, so the model's
+//!   Service → slices index would stay.
 
 use std::collections::HashSet;
 use std::time::Duration;

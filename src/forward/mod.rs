@@ -29,4 +29,4 @@ pub mod target;
 pub mod transport;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

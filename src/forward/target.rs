@@ -57,8 +57,8 @@ impl Stats {
 /// The backends behind a listener.
 #[derive(Debug)]
 pub struct Target {
-    /// The Service this target belongs to.
-    pub service: ObjectKey,
+    /// The Service this target belongs to (shared with the engine's key of it).
+    pub service: Arc<ObjectKey>,
     /// Only this pod (a per-pod address of a StatefulSet pod).
     pub pinned: Option<String>,
     backends: RwLock<Arc<[Backend]>>,
@@ -71,7 +71,7 @@ pub struct Target {
 impl Target {
     /// A target with its current backends.
     pub fn new(
-        service: ObjectKey,
+        service: Arc<ObjectKey>,
         pinned: Option<String>,
         ports: BTreeMap<u16, String>,
         backends: Vec<Backend>,

@@ -1,10 +1,11 @@
 //! Who edits the hosts file: czctl itself when it may write the file, else a root helper
 //! started once through sudo ([`Elevated`]). Teleports and `session close` use
-//! [`HostsEditor`] and never care which. The same helper binds the listeners this user may
-//! not bind itself (ports below 1024 on Linux): [`HostsEditor::listen`].
+//! [`HostsEditor`] and never care which. Every method blocks (file locks, the helper's round
+//! trips): async callers run them on a blocking thread. The helper also binds the listeners
+//! this user may not bind itself (ports below 1024 on Linux); that is the listeners' business
+//! ([`crate::forward::listener::Binder`]), which reaches it through [`HostsEditor::helper`].
 
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -131,21 +132,19 @@ impl HostsEditor {
         }
     }
 
-    /// Binds a non-blocking TCP listener on `addr:port`, as
-    /// [`crate::forward::listener::bind`]. When this user may not bind the port (below
-    /// `net.ipv4.ip_unprivileged_port_start`, usually 1024) and a root helper runs, the helper
-    /// binds it and hands it over; otherwise the permission error is returned.
-    pub fn listen(&self, addr: Ipv4Addr, port: u16) -> io::Result<TcpListener> {
-        match crate::forward::listener::bind(addr, port) {
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => match self {
-                HostsEditor::Elevated(helper) if port < 1024 => {
-                    let listener = helper.bind(addr, port)?;
-                    listener.set_nonblocking(true)?;
-                    Ok(listener)
-                }
-                _ => Err(e),
-            },
-            other => other,
+    /// The root helper, when edits go through one (it also binds ports below 1024).
+    pub fn helper(&self) -> Option<&Elevated> {
+        match self {
+            HostsEditor::Direct(_) => None,
+            HostsEditor::Elevated(helper) => Some(helper),
+        }
+    }
+
+    /// Ends the root helper, if any, and waits (at most a few seconds) for it to exit:
+    /// [`Elevated::close`]. Blocks: call it from a blocking thread. Later edits fail.
+    pub fn close(&self) {
+        if let HostsEditor::Elevated(helper) = self {
+            helper.close();
         }
     }
 

@@ -77,6 +77,9 @@ impl Locked {
     /// opening it (opening a device or FIFO can block or have effects), opens it read-only and
     /// takes the exclusive lock, waiting up to `wait`. Starts over when the path names another
     /// file once the lock is ours (it was replaced by rename while we waited).
+    ///
+    /// Blocks the calling thread while it waits (polling): async code calls it only through
+    /// effects that run off the runtime's workers (`teleport::engine`'s `blocking`).
     pub(super) fn acquire(path: &Path, wait: Duration) -> Result<Locked, LockFailure> {
         let deadline = Instant::now() + wait;
         loop {

@@ -3,6 +3,7 @@
 //!
 //! - [`plan`]: what should run, from the model (pure).
 //! - [`engine`]: makes it run: addresses, listeners, hosts block; teardown.
+//! - `effects`: what the engine does to the machine, behind traits (fakes in its tests).
 //! - [`report`]: the ready table and change lines on stdout.
 //! - `startup`: the checks and preparations before anything is forwarded.
 //! - [`command`]: a command run under the teleport (`KIND teleport NAME -- CMD`).
@@ -16,6 +17,7 @@
 //! table, then follow changes. Teardown removes the block and releases the addresses.
 
 pub mod command;
+mod effects;
 pub mod engine;
 pub mod launch;
 pub mod leftovers;
@@ -39,16 +41,20 @@ use crate::cluster::model::ObjectKey;
 use crate::cluster::watch::{self, WatchEvent};
 use crate::detach::ParentWatch;
 use crate::exit::{Code, Fatal};
+use crate::forward::listener::Binder;
 use crate::forward::spdy::{PortForward, Preference};
 use crate::hosts::BlockId;
 use crate::session::claim::Want;
 use crate::session::control;
 use crate::session::record;
 use crate::session::runtime::{announce_detached, session_id, Stop};
+use effects::Effects;
 use engine::Engine;
 use plan::Naming;
 use report::Report;
-use startup::{check_namespace, initial_sync, open_hosts, prepare_hosts, raise_file_limit};
+use startup::{
+    check_namespace, close_hosts, initial_sync, open_hosts, prepare_hosts, raise_file_limit,
+};
 
 /// How long a burst of watch events is batched before reconciling.
 const BATCH: Duration = Duration::from_millis(20);
@@ -143,7 +149,7 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
             move || crate::session::claim::release(&state_dir, &id, std::process::id()),
         )?
     };
-    let hosts = open_hosts(&options)?;
+    let hosts = Arc::new(open_hosts(&options).await?);
     let connected = client::connect(&options.client)
         .await
         .map_err(|e| Fatal::new(Code::Config, e.to_string()))?;
@@ -155,7 +161,7 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
     drop(guard);
     let block = BlockId::new(session.clone(), std::process::id())
         .map_err(|e| Fatal::new(Code::Usage, e.to_string()))?;
-    prepare_hosts(&hosts, &block, &options)?;
+    prepare_hosts(&hosts, &block, &options).await?;
     let mut record = want(&options, &connected.context, &connected.server).record(
         &session,
         std::process::id(),
@@ -176,8 +182,15 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
         cluster_domain: options.cluster_domain.clone(),
     };
     let transport = Arc::new(PortForward::new(connected.streams.clone(), preference));
-    let registry = Registry::new(options.registry_dir.clone());
-    let mut engine = Engine::new(naming, registry, transport, hosts, block, Report::default());
+    let effects = Effects {
+        addresses: Arc::new(Registry::new(options.registry_dir.clone())),
+        hosts: hosts.clone(),
+        listeners: Arc::new(Binder::new(
+            transport.clone(),
+            effects::privileged_binds(&hosts),
+        )),
+    };
+    let mut engine = Engine::new(naming, effects, block, Report::default());
     if let Some(selector) = &options.labels {
         engine.watch_selector(&options.namespaces, selector);
     }
@@ -185,7 +198,7 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
     let _stop_control = control_stop.clone().drop_guard();
     if let Err(e) = control::serve(
         &record.socket,
-        engine.status_fn(),
+        engine.status_fn(transport),
         stop.close_tx.clone(),
         control_stop,
     ) {
@@ -203,7 +216,7 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
             why = ParentWatch::wait_gone(parent) => return Err(Fatal::new(Code::Failure, format!("stopped before it was ready: {why}"))),
         };
         phase("first lists received");
-        engine.reconcile(&all).map_err(|e| local(&e))?;
+        engine.reconcile(&all).await.map_err(|e| local(&e))?;
         phase("addresses, listeners and hosts entries in place");
         // The lists' parsing left freed buffers behind (megabytes at 10,000 Services).
         crate::forward::memory::trim();
@@ -229,8 +242,8 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
         if let Some(hook) = &options.on_ready {
             let addresses: BTreeMap<String, Ipv4Addr> = engine
                 .running()
-                .filter(|(_, _, _, _, target)| target.pinned.is_none())
-                .map(|(_, addr, _, _, target)| (target.service.to_string(), addr))
+                .filter(|(key, _, _, _, _)| key.pod_host.is_none())
+                .map(|(key, addr, _, _, _)| (key.service.to_string(), addr))
                 .collect();
             if let Some(spec) = hook.call(&addresses)? {
                 command = Some(spec);
@@ -243,11 +256,12 @@ pub async fn run(options: TeleportOptions) -> Result<i32, Fatal> {
         follow(&mut engine, &mut rx, &mut stop, child).await
     }
     .await;
-    let teardown = engine.teardown();
+    let teardown = engine.teardown().await;
     record.remove(&options.state_dir);
     if teardown.is_ok() {
         record::remove_backup(&options.state_dir, &session);
     }
+    close_hosts(hosts).await;
     let code = result?;
     teardown.map_err(|e| Fatal::new(Code::Local, format!("teardown: {e}")))?;
     Ok(code)
@@ -300,7 +314,7 @@ async fn follow(
                 }
             }
         }
-        if let Err(e) = engine.reconcile(&dirty) {
+        if let Err(e) = engine.reconcile(&dirty).await {
             warn!(error = %e, "could not apply a change; will retry on the next one");
         }
     }
@@ -326,16 +340,8 @@ fn handle(engine: &mut Engine, event: WatchEvent, dirty: &mut BTreeSet<ObjectKey
 
 fn print_table(engine: &mut Engine, services: &BTreeSet<ObjectKey>, to_stderr: bool) {
     let mut rows = Vec::new();
-    for (key, addr, names, ports, target) in engine.running() {
-        let label = if target.pinned.is_some() {
-            format!(
-                "{}/{}",
-                target.service,
-                key.rsplit('/').next().unwrap_or("")
-            )
-        } else {
-            target.service.to_string()
-        };
+    for (key, addr, names, ports, _) in engine.running() {
+        let label = key.to_string();
         let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
         rows.push([label, addr.to_string(), ports.join(","), names.join(" ")]);
     }

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::net::Ipv4Addr;
 
-use super::plan::Desired;
+use super::plan::{Desired, ForwardKey};
 use crate::cluster::model::{Backend, NotForwarded, ObjectKey, ServiceView};
 
 /// The reporter: quiet until the ready table is printed, then a line per change.
@@ -40,11 +40,11 @@ impl Report {
     }
 
     /// A new address started.
-    pub fn added(&mut self, key: &str, desired: &Desired, addr: Ipv4Addr) {
+    pub fn added(&mut self, key: &ForwardKey, desired: &Desired, addr: Ipv4Addr) {
         if self.live {
             say(format!(
                 "added {} {addr} ports {} names {}",
-                label(key, &desired.service),
+                label(key),
                 ports_text(desired.ports.keys().copied()),
                 desired.names.join(",")
             ));
@@ -52,14 +52,14 @@ impl Report {
     }
 
     /// An address stopped.
-    pub fn removed(&mut self, key: &str, service: &ObjectKey, addr: Ipv4Addr) {
+    pub fn removed(&mut self, key: &ForwardKey, addr: Ipv4Addr) {
         if self.live {
-            say(format!("removed {} {addr}", label(key, service)));
+            say(format!("removed {} {addr}", label(key)));
         }
     }
 
     /// The pods behind an address changed.
-    pub fn backends(&mut self, key: &str, service: &ObjectKey, backends: &[Backend]) {
+    pub fn backends(&mut self, key: &ForwardKey, backends: &[Backend]) {
         if self.live {
             let ready: Vec<&str> = backends
                 .iter()
@@ -68,7 +68,7 @@ impl Report {
                 .collect();
             say(format!(
                 "pods {} ready {}/{} {}",
-                label(key, service),
+                label(key),
                 ready.len(),
                 backends.len(),
                 if ready.is_empty() {
@@ -137,10 +137,10 @@ impl Report {
 }
 
 /// `service NS/NAME` or `pod NS/NAME/HOST` for per-pod addresses.
-fn label(key: &str, service: &ObjectKey) -> String {
-    match key.rsplit('/').next() {
-        Some(last) if key.matches('/').count() >= 3 => format!("pod {service}/{last}"),
-        _ => format!("service {service}"),
+fn label(key: &ForwardKey) -> String {
+    match key.pod_host {
+        Some(_) => format!("pod {key}"),
+        None => format!("service {key}"),
     }
 }
 

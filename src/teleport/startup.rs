@@ -1,8 +1,11 @@
 //! Starting a teleport: the checks and preparations that happen before anything is
 //! forwarded (hosts file access, namespaces, stale blocks, backup, the first lists), each
-//! failing with a clear message and nothing changed.
+//! failing with a clear message and nothing changed. What blocks (sudo, the hosts file's lock,
+//! the root helper's round trips) runs on a blocking thread.
 
 use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
@@ -16,21 +19,43 @@ use crate::cluster::watch::{Kind, WatchEvent};
 use crate::exit::{self, Code, Fatal};
 use crate::hosts::{BlockId, Elevated, HostsEditor};
 
+/// Runs `f` on a blocking thread (a panic there is passed on).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Fatal> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(out) => Ok(out),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(Fatal::new(Code::Failure, "stopped while starting")),
+    }
+}
+
 /// Removes stale czctl blocks (saying so) and backs up the hosts file once for the session.
-pub(super) fn prepare_hosts(
-    hosts: &HostsEditor,
+pub(super) async fn prepare_hosts(
+    hosts: &Arc<HostsEditor>,
     block: &BlockId,
     options: &TeleportOptions,
+) -> Result<(), Fatal> {
+    let (hosts, block) = (hosts.clone(), block.clone());
+    let (state_dir, hosts_file) = (options.state_dir.clone(), options.hosts_file.clone());
+    let detached = options.detached;
+    blocking(move || prepare_blocking(&hosts, &block, &state_dir, &hosts_file, detached)).await?
+}
+
+fn prepare_blocking(
+    hosts: &HostsEditor,
+    block: &BlockId,
+    state_dir: &std::path::Path,
+    hosts_file: &std::path::Path,
+    detached: bool,
 ) -> Result<(), Fatal> {
     let local =
         |what: &str, e: &dyn std::fmt::Display| Fatal::new(Code::Local, format!("{what}: {e}"));
     let cleanup = hosts
-        .remove_stale(&options.state_dir)
+        .remove_stale(state_dir)
         .map_err(|e| local("cannot clean the hosts file", &e))?;
     // Said to the user also when starting in the background (see `say_progress`).
     for stale in &cleanup.removed {
         say_progress(
-            options.detached,
+            detached,
             &format!(
                 "removed a stale hosts block of session {} (pid {} no longer runs it, {} lines)",
                 stale.session(),
@@ -41,17 +66,17 @@ pub(super) fn prepare_hosts(
     }
     for broken in &cleanup.unterminated {
         say_progress(
-            options.detached,
+            detached,
             &format!(
                 "warning: {} has a czctl begin marker without an end marker at line {}; \
                  left alone, please fix it by hand",
-                options.hosts_file.display(),
+                hosts_file.display(),
                 broken.first_line_number()
             ),
         );
     }
     let backup = hosts
-        .backup_once(&options.state_dir, block)
+        .backup_once(state_dir, block)
         .map_err(|e| local("cannot back up the hosts file", &e))?;
     info!(session = block.session(), backup = %backup.display(), "hosts file backed up");
     Ok(())
@@ -206,26 +231,38 @@ pub(super) async fn check_namespace(
 }
 
 /// How this run edits the hosts file: directly, through the root helper a `--detach` parent
-/// handed over, or through a new one started with sudo. Fails before anything changes when
-/// none of these works.
-pub(super) fn open_hosts(options: &TeleportOptions) -> Result<HostsEditor, Fatal> {
-    let inherited = options
-        .detached
-        .then(|| Elevated::inherited(&options.hosts_file, &options.state_dir))
-        .flatten();
-    let editor = match inherited {
-        Some(helper) => helper.map(HostsEditor::Elevated).map_err(Into::into),
-        None => HostsEditor::open(&options.hosts_file, &options.state_dir, None),
+/// handed over, or through a new one started with sudo (which may ask for a password on the
+/// terminal: on a blocking thread). Fails before anything changes when none of these works.
+pub(super) async fn open_hosts(options: &TeleportOptions) -> Result<HostsEditor, Fatal> {
+    let (hosts_file, state_dir): (PathBuf, PathBuf) =
+        (options.hosts_file.clone(), options.state_dir.clone());
+    let detached = options.detached;
+    blocking(move || {
+        let inherited = detached
+            .then(|| Elevated::inherited(&hosts_file, &state_dir))
+            .flatten();
+        let editor = match inherited {
+            Some(helper) => helper.map(HostsEditor::Elevated).map_err(Into::into),
+            None => HostsEditor::open(&hosts_file, &state_dir, None),
+        }
+        .map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
+        if let Some(pid) = editor.helper_pid() {
+            eprintln!(
+                "czctl: {} is edited by a helper running as root (pid {pid}, started with \
+                 sudo); everything else runs as you",
+                hosts_file.display()
+            );
+        }
+        Ok(editor)
+    })
+    .await?
+}
+
+/// Ends the root helper, if one edits the hosts file, and waits for it on a blocking thread.
+pub(super) async fn close_hosts(hosts: Arc<HostsEditor>) {
+    if hosts.helper().is_some() {
+        let _ = blocking(move || hosts.close()).await;
     }
-    .map_err(|e| Fatal::new(Code::Local, e.to_string()))?;
-    if let Some(pid) = editor.helper_pid() {
-        eprintln!(
-            "czctl: {} is edited by a helper running as root (pid {pid}, started with sudo); \
-             everything else runs as you",
-            options.hosts_file.display()
-        );
-    }
-    Ok(editor)
 }
 
 /// Raises the open-file soft limit to the hard limit: every listener and connection is a file.

@@ -1,7 +1,7 @@
 //! One connection end to end in memory: a loopback TCP client, `conn::serve`, and a test
 //! transport whose pods are tasks on the far end of `tokio::io::duplex` pipes.
 
-mod support;
+pub(crate) mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -109,7 +109,7 @@ pub fn web_target(pods: &[&str]) -> Arc<Target> {
         .collect();
     let ports = BTreeMap::from([(LISTEN_PORT, "http".to_string())]);
     Arc::new(Target::new(
-        ObjectKey::new("dev", "web"),
+        Arc::new(ObjectKey::new("dev", "web")),
         None,
         ports,
         backends,

@@ -10,6 +10,13 @@
 //! password) and hands its socket to the background child ([`Elevated::hand_over`],
 //! [`Elevated::inherited`]).
 //!
+//! Every call blocks on a round trip to the helper, so async code makes them on a blocking
+//! thread. A request other than the first `hello` (which waits for sudo's password prompt)
+//! gets [`REPLY_WAIT`] for its answer; a helper that does not answer in time is given up (its
+//! socket closed, so it cleans up and exits) and the error names the request it did not
+//! answer. [`Elevated::close`] ends the helper and waits for it at teardown; dropping an
+//! `Elevated` never waits: it only closes the socket, which ends the helper just the same.
+//!
 //! An administrator who wants no password prompt can allow exactly this command, for example
 //! (`czctl` as `readlink -f` names it, since czctl runs its own executable):
 //! ```text
@@ -44,6 +51,10 @@ pub const INHERIT_ENV: &str = "CZCTL_HOSTS_HELPER";
 /// How long czctl waits for the helper to finish its cleanup when czctl closes its stdin.
 const EXIT_WAIT: Duration = Duration::from_secs(5);
 
+/// How long czctl waits for the helper's answer to a request (its `hello` aside): longer than
+/// the helper may wait for the hosts file's lock (10 s), so a slow edit is still answered.
+pub const REPLY_WAIT: Duration = Duration::from_secs(30);
+
 /// A running root helper.
 pub struct Elevated {
     file: PathBuf,
@@ -60,6 +71,10 @@ struct Channel {
     lines: Lines,
     /// The elevation process we started (sudo), to reap; `None` when inherited.
     child: Option<Child>,
+    /// The read and write timeout now set on `sock`.
+    timeout: Option<Duration>,
+    /// How long a request other than `hello` waits for its answer ([`REPLY_WAIT`]).
+    reply_wait: Duration,
 }
 
 impl std::fmt::Debug for Elevated {
@@ -141,23 +156,77 @@ impl Elevated {
     }
 
     fn exchange_locked(channel: &mut Channel, request: &Request) -> Result<Reply, Exchange> {
-        let Channel { sock, lines, .. } = channel;
-        let Some(sock) = sock.as_mut() else {
+        let Channel {
+            sock: held,
+            lines,
+            timeout,
+            reply_wait,
+            ..
+        } = channel;
+        let Some(sock) = held.as_mut() else {
             return Err(Exchange::Closed("its socket is closed".into()));
         };
         lines.drop_fds();
+        // The first hello waits for sudo, which may be asking for a password.
+        let wait = (!matches!(request, Request::Hello)).then_some(*reply_wait);
+        if *timeout != wait {
+            sock.set_read_timeout(wait)
+                .and_then(|()| sock.set_write_timeout(wait))
+                .map_err(|e| {
+                    Exchange::Closed(format!("cannot set a timeout on its socket: {e}"))
+                })?;
+            *timeout = wait;
+        }
+        let timed_out = |e: &io::Error| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            )
+        };
         let mut line = serde_json::to_string(request).expect("a request serializes");
         line.push('\n');
-        sock.write_all(line.as_bytes())
-            .map_err(|e| Exchange::Closed(format!("cannot write to it: {e}")))?;
-        let answer = match lines.read_line(sock.as_fd()) {
-            Ok(Some(answer)) => answer,
-            Ok(None) => return Err(Exchange::Closed("it exited".into())),
-            Err(e) => return Err(Exchange::Closed(format!("cannot read from it: {e}"))),
+        let result = match sock.write_all(line.as_bytes()) {
+            Err(e) if timed_out(&e) => Err(Exchange::Closed(gave_up("take", request, *reply_wait))),
+            Err(e) => Err(Exchange::Closed(format!("cannot write to it: {e}"))),
+            Ok(()) => match lines.read_line(sock.as_fd()) {
+                Ok(Some(answer)) => serde_json::from_str(&answer).map_err(|e| {
+                    Exchange::Broken(format!("unreadable answer {:?}: {e}", answer.trim()))
+                }),
+                Ok(None) => Err(Exchange::Closed("it exited".into())),
+                Err(e) if timed_out(&e) => {
+                    Err(Exchange::Closed(gave_up("answer", request, *reply_wait)))
+                }
+                Err(e) => Err(Exchange::Closed(format!("cannot read from it: {e}"))),
+            },
         };
-        serde_json::from_str(&answer)
-            .map_err(|e| Exchange::Broken(format!("unreadable answer {:?}: {e}", answer.trim())))
+        if result.is_err() {
+            // Out of step with the helper (a late answer would be taken for the next one):
+            // close the socket, which also makes the helper clean up and exit.
+            *held = None;
+        }
+        result
     }
+}
+
+/// Why the helper was given up: it did not `take` or `answer` `request` within `waited`.
+fn gave_up(verb: &str, request: &Request, waited: Duration) -> String {
+    let what = match request {
+        Request::Hello => "its hello".to_string(),
+        Request::RemoveStale => "the removal of stale hosts blocks".into(),
+        Request::BackupOnce { .. } => "the backup of the hosts file".into(),
+        Request::Update { entries, .. } => {
+            format!(
+                "the update of czctl's hosts block ({} addresses)",
+                entries.len()
+            )
+        }
+        Request::Remove { .. } => "the removal of czctl's hosts block".into(),
+        Request::Bind { addr, port } => format!("binding {addr}:{port}"),
+    };
+    format!(
+        "it did not {verb} {what} within {waited:?} (stuck, or waiting for the hosts file's \
+         lock); czctl closed its end"
+    )
 }
 
 /// Why one exchange with the helper failed.
@@ -168,12 +237,38 @@ enum Exchange {
     Broken(String),
 }
 
-impl Drop for Elevated {
-    fn drop(&mut self) {
-        // Closing stdin ends the helper, which removes any block it was not asked to remove.
-        let _ = self.wait_exit(EXIT_WAIT);
+impl Elevated {
+    /// Ends the helper: closes its stdin (it removes any block it was not asked to remove,
+    /// then exits) and waits up to a few seconds for the process czctl started to end. Blocks:
+    /// call it from a blocking thread (teardown does). Later requests fail with
+    /// [`HelperError::Lost`].
+    pub fn close(&self) {
+        let status = self.wait_exit(EXIT_WAIT);
+        tracing::debug!(pid = self.helper_pid, %status, "root helper closed");
     }
 }
+
+impl Drop for Elevated {
+    /// The last resort when [`Elevated::close`] was not called: never waits. Closing the
+    /// socket ends the helper as `close` does (the helper then cleans up on its own; killing
+    /// it instead would stop that cleanup). An elevation process still running is reaped by
+    /// a thread of its own, so it does not linger as a zombie.
+    fn drop(&mut self) {
+        let channel = self.channel.get_mut().unwrap_or_else(|e| e.into_inner());
+        channel.sock = None;
+        let Some(mut child) = channel.child.take() else {
+            return;
+        };
+        if let Ok(None) = child.try_wait() {
+            let _ = std::thread::Builder::new()
+                .name("czctl-helper-reaper".into())
+                .spawn(move || child.wait());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
 
 /// The parent's copy of a handed-over helper's socket, and the elevation process (not
 /// waited for: the helper lives on with the child).

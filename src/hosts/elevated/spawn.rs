@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Channel, ElevateError, Elevated, Exchange, HandOver, INHERIT_ENV, SUDO_ENV};
+use super::{
+    Channel, ElevateError, Elevated, Exchange, HandOver, INHERIT_ENV, REPLY_WAIT, SUDO_ENV,
+};
 use crate::hosts::fdpass::Lines;
 use crate::hosts::helper::Request;
 
@@ -84,6 +86,8 @@ impl Elevated {
                 sock: Some(ours),
                 lines: Lines::default(),
                 child: Some(child),
+                timeout: None,
+                reply_wait: REPLY_WAIT,
             }),
         };
         elevated.hello(&command)?;
@@ -128,6 +132,8 @@ impl Elevated {
                 sock: Some(sock),
                 lines: Lines::default(),
                 child: None,
+                timeout: None,
+                reply_wait: REPLY_WAIT,
             }),
         };
         Some(
@@ -202,8 +208,9 @@ impl Elevated {
     }
 
     /// Closes the helper's stdin and waits (briefly) for the process we started to end.
-    pub(super) fn wait_exit(&mut self, timeout: Duration) -> String {
-        let channel = self.channel.get_mut().unwrap_or_else(|e| e.into_inner());
+    /// Blocks: only for blocking threads.
+    pub(super) fn wait_exit(&self, timeout: Duration) -> String {
+        let mut channel = self.channel.lock().unwrap_or_else(|e| e.into_inner());
         channel.sock = None;
         let Some(child) = channel.child.as_mut() else {
             return "the helper's pipe closed".into();
