@@ -47,10 +47,11 @@
 //! ```text
 //! kube API ──watch──▶ cluster::watch ──Change──▶ cluster::model ──view──▶ teleport::plan
 //!                                                                      │
-//!       teleport::engine ◀──────────────────────────────────────────────┘
-//!         ├─▶ loopback::alloc (one address per Service / StatefulSet pod)
-//!         ├─▶ hosts (one marked block, re-read before every write)
-//!         └─▶ forward::listener ──accept──▶ forward::conn ──picker──▶ transport ──▶ pod
+//!       teleport::engine (decisions) ◀──────────────────────────────────┘
+//!         │ its effects, behind teleport::effects' traits (fakes in its unit tests):
+//!         ├─▶ Addresses: loopback::alloc (one address per Service / StatefulSet pod)
+//!         ├─▶ HostsWriter: hosts (one marked block, re-read before every write)
+//!         └─▶ Listeners: forward::listener ──accept──▶ forward::conn ──picker──▶ transport ──▶ pod
 //!                                           (until the pod answers; then forward::relay)
 //!   forward::spdy: per pod, one upgraded SPDY connection (spdy::Connection); each client
 //!   connection is an error + data stream pair on it; WebSocket v4 when SPDY is refused
