@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use cztunnel::agent::{Agent, AgentConfig};
+use cztunnel::agent::{Agent, AgentConfig, Running};
 use cztunnel::{read_line, Answer, Hello, Signal};
 
 use super::cluster::{ClusterTunnel, PodResolver};
@@ -97,33 +97,12 @@ fn config(token: &str) -> AgentConfig {
     }
 }
 
-struct RunningAgent {
-    control: SocketAddr,
-    data: SocketAddr,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl RunningAgent {
-    async fn start(config: AgentConfig, control_port: u16, data_port: u16) -> RunningAgent {
-        let agent = Agent::bind(LOOPBACK, control_port, data_port, config)
-            .await
-            .expect("binding the agent");
-        let (control, data) = (agent.control_addr(), agent.data_addr());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(agent.serve(stop.clone()));
-        RunningAgent {
-            control,
-            data,
-            stop,
-            task,
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
-    }
+/// Binds and spawns an agent on loopback.
+async fn start_agent(config: AgentConfig, control_port: u16, data_port: u16) -> Running {
+    Agent::bind(LOOPBACK, control_port, data_port, config)
+        .await
+        .expect("binding the agent")
+        .spawn()
 }
 
 struct RunningTunnel {
@@ -161,15 +140,15 @@ impl RunningTunnel {
 
 /// An agent, a transport that knows it as pod `agent-0`, and a tunnel with `pool` connections
 /// to `local`.
-async fn setup(local: SocketAddr, pool: usize) -> (RunningAgent, RunningTunnel) {
-    let agent = RunningAgent::start(config("good-token"), 0, 0).await;
+async fn setup(local: SocketAddr, pool: usize) -> (Running, RunningTunnel) {
+    let agent = start_agent(config("good-token"), 0, 0).await;
     let tunnel = RunningTunnel::start(tunnel_to(&agent, "good-token").pool_size(pool), local);
     tunnel.wait_parked(pool as u64).await;
     (agent, tunnel)
 }
 
 /// A tunnel presenting `token` to `agent`, known to the transport as pod `agent-0`.
-fn tunnel_to(agent: &RunningAgent, token: &str) -> ClusterTunnel {
+fn tunnel_to(agent: &Running, token: &str) -> ClusterTunnel {
     let transport = Arc::new(TcpTransport::default());
     transport.set_pod("agent-0", Some(LOOPBACK));
     ClusterTunnel::new(
@@ -182,7 +161,7 @@ fn tunnel_to(agent: &RunningAgent, token: &str) -> ClusterTunnel {
 }
 
 /// A raw control connection that parks with `token` and then never answers anything.
-async fn park_silently(agent: &RunningAgent, token: &str) -> BufReader<TcpStream> {
+async fn park_silently(agent: &Running, token: &str) -> BufReader<TcpStream> {
     let mut silent = BufReader::new(TcpStream::connect(agent.control).await.unwrap());
     silent
         .write_all(Hello::new(token).line().as_bytes())
@@ -379,7 +358,7 @@ async fn large_payloads_arrive_exactly_both_ways() {
 #[tokio::test]
 async fn a_wrong_token_is_refused_and_no_traffic_flows() {
     let (local, served) = http_server().await;
-    let agent = RunningAgent::start(
+    let agent = start_agent(
         AgentConfig {
             park_timeout: Duration::from_millis(300),
             ..config("right-token")
@@ -421,7 +400,7 @@ async fn a_wrong_token_is_refused_and_no_traffic_flows() {
 #[tokio::test]
 async fn the_pool_reconnects_after_the_agent_restarts_as_another_pod() {
     let (local, _) = http_server().await;
-    let agent = RunningAgent::start(config("tok"), 0, 0).await;
+    let agent = start_agent(config("tok"), 0, 0).await;
     let (control_port, data_port) = (agent.control.port(), agent.data.port());
     let transport = Arc::new(TcpTransport::default());
     transport.set_pod("agent-a", Some(LOOPBACK));
@@ -456,7 +435,7 @@ async fn the_pool_reconnects_after_the_agent_restarts_as_another_pod() {
     // A new pod with another name serves on the same ports; the resolver now names it.
     *current.lock().unwrap() = "agent-b".to_string();
     transport.set_pod("agent-b", Some(LOOPBACK));
-    let agent = RunningAgent::start(config("tok"), control_port, data_port).await;
+    let agent = start_agent(config("tok"), control_port, data_port).await;
     tunnel.wait_parked(3).await;
     let answer = get(agent.data, "/after").await.unwrap();
     assert!(answer.ends_with("laptop saw /after"), "{answer}");
@@ -484,7 +463,7 @@ async fn a_refusing_local_target_closes_the_tunnel_connection() {
 #[tokio::test]
 async fn a_dead_parked_connection_is_skipped() {
     let (local, _) = http_server().await;
-    let agent = RunningAgent::start(
+    let agent = start_agent(
         AgentConfig {
             start_timeout: Duration::from_millis(300),
             ..config("tok")
@@ -518,7 +497,7 @@ async fn a_dead_parked_connection_is_skipped() {
 #[tokio::test]
 async fn parked_connections_that_answer_keepalives_stay_usable() {
     let (local, _) = http_server().await;
-    let agent = RunningAgent::start(
+    let agent = start_agent(
         AgentConfig {
             keepalive: Duration::from_millis(100),
             ..config("tok")

@@ -199,6 +199,19 @@ impl Agent {
         self.data.local_addr().expect("a bound listener")
     }
 
+    /// Serves on a task of its own; see [`Running`].
+    pub fn spawn(self) -> Running {
+        let (control, data) = (self.control_addr(), self.data_addr());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(self.serve(stop.clone()));
+        Running {
+            control,
+            data,
+            stop,
+            task,
+        }
+    }
+
     /// Serves until `stop` is cancelled (or this future is dropped); every connection the
     /// agent holds is closed then.
     pub async fn serve(self, stop: CancellationToken) {
@@ -233,6 +246,24 @@ impl Agent {
                 _ = stop.cancelled() => return,
             }
         }
+    }
+}
+
+/// An agent serving on a task of its own ([`Agent::spawn`]), for embedding and tests.
+pub struct Running {
+    /// The bound control address.
+    pub control: SocketAddr,
+    /// The bound data address.
+    pub data: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the agent and waits until every connection it held is closed.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
     }
 }
 

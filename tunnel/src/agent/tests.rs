@@ -1,15 +1,13 @@
 //! The agent over loopback TCP, with the laptop's side played byte by byte by the test.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
-use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::frame::{Frame, FrameCodec};
@@ -28,38 +26,17 @@ fn config(token: &str) -> AgentConfig {
     }
 }
 
-struct RunningAgent {
-    control: SocketAddr,
-    data: SocketAddr,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl RunningAgent {
-    async fn start(config: AgentConfig) -> RunningAgent {
-        let agent = Agent::bind(LOOPBACK, 0, 0, config)
-            .await
-            .expect("binding the agent");
-        let (control, data) = (agent.control_addr(), agent.data_addr());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(agent.serve(stop.clone()));
-        RunningAgent {
-            control,
-            data,
-            stop,
-            task,
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
-    }
+/// Binds and spawns an agent on loopback.
+async fn start_agent(config: AgentConfig) -> Running {
+    Agent::bind(LOOPBACK, 0, 0, config)
+        .await
+        .expect("binding the agent")
+        .spawn()
 }
 
 /// A control connection that said hello with `token` and read the agent's answer: once this
 /// returns `Accepted`, the connection is in the agent's line.
-async fn hello(agent: &RunningAgent, token: &str) -> (BufReader<TcpStream>, Answer) {
+async fn hello(agent: &Running, token: &str) -> (BufReader<TcpStream>, Answer) {
     let mut conn = BufReader::new(TcpStream::connect(agent.control).await.unwrap());
     conn.write_all(Hello::new(token).line().as_bytes())
         .await
@@ -72,7 +49,7 @@ async fn hello(agent: &RunningAgent, token: &str) -> (BufReader<TcpStream>, Answ
     (conn, Answer::parse(&line).unwrap())
 }
 
-async fn park(agent: &RunningAgent, token: &str) -> BufReader<TcpStream> {
+async fn park(agent: &Running, token: &str) -> BufReader<TcpStream> {
     let (conn, answer) = hello(agent, token).await;
     assert!(matches!(answer, Answer::Accepted { .. }), "{answer:?}");
     conn
@@ -104,7 +81,7 @@ async fn read_until_closed(client: &mut TcpStream) -> Vec<u8> {
 
 #[tokio::test]
 async fn malformed_and_foreign_hellos_are_denied_with_a_reason() {
-    let agent = RunningAgent::start(config("tok")).await;
+    let agent = start_agent(config("tok")).await;
     for (hello, reason) in [
         ("GET / HTTP/1.1\r\n", "DENIED malformed hello\n"),
         (
@@ -128,7 +105,7 @@ async fn malformed_and_foreign_hellos_are_denied_with_a_reason() {
 
 #[tokio::test]
 async fn a_denied_token_never_reaches_a_client() {
-    let agent = RunningAgent::start(AgentConfig {
+    let agent = start_agent(AgentConfig {
         park_timeout: Duration::from_millis(300),
         ..config("right-token")
     })
@@ -154,7 +131,7 @@ async fn a_denied_token_never_reaches_a_client() {
 
 #[tokio::test]
 async fn a_client_is_closed_when_nothing_is_parked() {
-    let agent = RunningAgent::start(AgentConfig {
+    let agent = start_agent(AgentConfig {
         park_timeout: Duration::from_millis(300),
         ..config("tok")
     })
@@ -173,7 +150,7 @@ async fn a_client_is_closed_when_nothing_is_parked() {
 /// client; a ready connection carries frames both ways with half-closes.
 #[tokio::test]
 async fn parked_connections_are_claimed_in_order_and_carry_frames() {
-    let agent = RunningAgent::start(config("tok")).await;
+    let agent = start_agent(config("tok")).await;
     let mut first = park(&agent, "tok").await;
     let mut second = park(&agent, "tok").await;
 
@@ -207,7 +184,7 @@ async fn parked_connections_are_claimed_in_order_and_carry_frames() {
 
 #[tokio::test]
 async fn a_dead_parked_connection_is_skipped() {
-    let agent = RunningAgent::start(AgentConfig {
+    let agent = start_agent(AgentConfig {
         start_timeout: Duration::from_millis(300),
         ..config("tok")
     })
@@ -236,7 +213,7 @@ async fn a_dead_parked_connection_is_skipped() {
 
 #[tokio::test]
 async fn parked_connections_that_miss_keepalives_are_dropped() {
-    let agent = RunningAgent::start(AgentConfig {
+    let agent = start_agent(AgentConfig {
         keepalive: Duration::from_millis(100),
         ..config("tok")
     })
@@ -260,7 +237,7 @@ async fn parked_connections_that_miss_keepalives_are_dropped() {
 
 #[tokio::test]
 async fn stopping_the_agent_closes_parked_connections() {
-    let agent = RunningAgent::start(config("tok")).await;
+    let agent = start_agent(config("tok")).await;
     let mut parked = park(&agent, "tok").await;
     agent.stop().await;
     let mut rest = Vec::new();
