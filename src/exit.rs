@@ -370,6 +370,12 @@ fn connection_cause(err: &kube::Error, server: Option<&str>) -> (String, &'stati
     let host = server
         .and_then(|s| s.split_once("://").map(|(_, rest)| rest))
         .map(|rest| rest.split(['/', ':']).next().unwrap_or(rest).to_string());
+    // A hop of the path named itself (a proxy, or TLS with the name it checked).
+    for e in causes(err) {
+        if let Some(path) = e.downcast_ref::<crate::cluster::path::PathError>() {
+            return (path.to_string(), path.fix());
+        }
+    }
     for e in causes(err) {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return (tls_cause(tls, host.as_deref()), TLS);
@@ -423,6 +429,36 @@ fn causes<'a>(
         next = wrapped.or_else(|| e.source());
     }
     out
+}
+
+/// Whether `err` or a cause of it is a TLS error.
+pub fn has_tls_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    causes(err)
+        .iter()
+        .any(|e| e.downcast_ref::<rustls::Error>().is_some())
+}
+
+/// Whether the TLS error in `err` is a certificate not valid for the name checked.
+pub fn tls_name_mismatch(err: &(dyn std::error::Error + 'static)) -> bool {
+    use rustls::CertificateError as C;
+    causes(err).iter().any(|e| {
+        matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(
+                C::NotValidForName | C::NotValidForNameContext { .. }
+            ))
+        )
+    })
+}
+
+/// The TLS error in `err` for people ("TLS: the server's certificate is not valid for the
+/// name checked"), else its chain.
+pub fn tls_text(err: &(dyn std::error::Error + 'static)) -> String {
+    causes(err)
+        .iter()
+        .find_map(|e| e.downcast_ref::<rustls::Error>())
+        .map(|tls| tls_cause(tls, Some("the name checked")))
+        .unwrap_or_else(|| chain(err))
 }
 
 fn tls_cause(err: &rustls::Error, host: Option<&str>) -> String {

@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError, LoadDataError};
 use kube::{Client, Config};
 
+use super::path::Connector;
+use super::proxy::Route;
+
 /// Where the client's configuration comes from.
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
@@ -79,6 +82,19 @@ pub enum ClientError {
     /// The HTTP client could not be built (TLS material, proxy settings).
     #[error("cannot build the Kubernetes client: {}", crate::exit::chain(.0))]
     Build(#[source] kube::Error),
+    /// The proxy setting (kubeconfig `proxy-url`, `HTTPS_PROXY`…) cannot be used.
+    #[error("cannot use the proxy setting: {0}")]
+    Proxy(#[from] super::proxy::ProxyError),
+    /// The kubeconfig asks for something czctl does not do.
+    #[error("the kubeconfig's user {user} uses {what}, which czctl does not support; {fix}")]
+    Unsupported {
+        /// The user entry.
+        user: String,
+        /// What it uses.
+        what: String,
+        /// What to do instead.
+        fix: &'static str,
+    },
 }
 
 /// A client plus the name of the context it uses (part of every stable loopback address key).
@@ -92,6 +108,36 @@ pub struct Connected {
     pub context: String,
     /// The API server URL, for messages.
     pub server: String,
+    /// How connections reach it.
+    pub path: ApiPath,
+    /// The first hops of that path (TCP and the proxy), for `doctor` to test on their own.
+    pub connector: Connector,
+}
+
+/// How connections reach the API server: the route (direct or which proxy) and TLS.
+#[derive(Debug, Clone)]
+pub struct ApiPath {
+    /// Direct, or through which proxy.
+    pub route: Route,
+    /// The name the server's certificate is checked against.
+    pub tls_name: String,
+    /// Whether that name is the kubeconfig's `tls-server-name` (else the server URL's host).
+    pub tls_name_configured: bool,
+    /// `insecure-skip-tls-verify`: the certificate is not checked at all.
+    pub insecure: bool,
+}
+
+impl std::fmt::Display for ApiPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; ", self.route)?;
+        if self.insecure {
+            f.write_str("TLS certificate NOT checked (insecure-skip-tls-verify)")
+        } else if self.tls_name_configured {
+            write!(f, "TLS name {} (tls-server-name)", self.tls_name)
+        } else {
+            write!(f, "TLS name {} (from the server URL)", self.tls_name)
+        }
+    }
 }
 
 /// The kubeconfig files to read, as kubectl picks them.
@@ -259,26 +305,23 @@ pub async fn connect(options: &ClientOptions) -> Result<Connected, ClientError> 
         std::env::var_os("KUBECONFIG").as_deref(),
         || sudo_user_kubeconfig().unwrap_or_else(default_path),
     );
+    let env = |name: &str| std::env::var(name).ok();
     let Some(kubeconfig) = load(&files)? else {
         let config = Config::incluster().map_err(|_| ClientError::NotFound {
             looked: files.looked(),
         })?;
-        let server = config.cluster_url.to_string();
-        crate::exit::set_server(&server);
-        let streams = streaming_client(config.clone()).map_err(ClientError::Build)?;
-        let client = Client::try_from(config).map_err(ClientError::Build)?;
-        return Ok(Connected {
-            client,
-            streams,
-            context: "in-cluster".into(),
-            server,
-        });
+        let route = super::proxy::route(None, &config.cluster_url, env)?;
+        return build(config, route, "in-cluster".into());
     };
     let context = options
         .context
         .clone()
         .or_else(|| kubeconfig.current_context.clone())
         .unwrap_or_default();
+    let (proxy_url, user) = chosen(&kubeconfig, &context);
+    if let Some(user) = &user {
+        refuse_unsupported(user)?;
+    }
     let config = Config::from_custom_kubeconfig(kubeconfig, &kube_options)
         .await
         .map_err(|source| ClientError::Context {
@@ -289,45 +332,175 @@ pub async fn connect(options: &ClientOptions) -> Result<Connected, ClientError> 
                 .unwrap_or_default(),
             source,
         })?;
+    let route = super::proxy::route(proxy_url.as_deref(), &config.cluster_url, env)?;
+    build(config, route, context)
+}
+
+/// The cluster's `proxy-url` and the user entry of `context` (when the kubeconfig has them;
+/// kube reports a missing context or cluster itself).
+fn chosen(
+    kubeconfig: &Kubeconfig,
+    context: &str,
+) -> (Option<String>, Option<kube::config::NamedAuthInfo>) {
+    let Some(ctx) = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+    else {
+        return (None, None);
+    };
+    let proxy_url = kubeconfig
+        .clusters
+        .iter()
+        .find(|c| c.name == ctx.cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.proxy_url.clone());
+    let user = ctx
+        .user
+        .as_ref()
+        .and_then(|name| kubeconfig.auth_infos.iter().find(|u| &u.name == name))
+        .cloned();
+    (proxy_url, user)
+}
+
+/// Refuses by name what czctl cannot do as kubectl does, rather than half-doing it.
+fn refuse_unsupported(user: &kube::config::NamedAuthInfo) -> Result<(), ClientError> {
+    let Some(provider) = user
+        .auth_info
+        .as_ref()
+        .and_then(|a| a.auth_provider.as_ref())
+    else {
+        return Ok(());
+    };
+    // kube-rs would send an OIDC id-token without ever refreshing it (kubectl refreshes), and
+    // kubectl itself has dropped the gcp and azure providers.
+    Err(ClientError::Unsupported {
+        user: crate::exit::shown(&user.name),
+        what: format!("auth-provider {}", crate::exit::shown(&provider.name)),
+        fix: "use an exec credential plugin instead (kubectl's docs: client-go credential \
+              plugins; for OIDC, kubelogin / kubectl oidc-login)",
+    })
+}
+
+/// The clients for `config` along `route`.
+fn build(mut config: Config, route: Route, context: String) -> Result<Connected, ClientError> {
+    // The route replaces kube's own reading of proxy-url and HTTPS_PROXY.
+    config.proxy_url = None;
     let server = config.cluster_url.to_string();
     crate::exit::set_server(&server);
-    let streams = streaming_client(config.clone()).map_err(ClientError::Build)?;
-    let client = Client::try_from(config).map_err(ClientError::Build)?;
+    let path = ApiPath {
+        tls_name: config
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| config.cluster_url.host().unwrap_or_default().to_string()),
+        tls_name_configured: config.tls_server_name.is_some(),
+        insecure: config.accept_invalid_certs,
+        route,
+    };
+    if path.insecure {
+        tracing::warn!(
+            "the kubeconfig's cluster sets insecure-skip-tls-verify: the API server's \
+             certificate is not checked, so anyone on the network path can read and change \
+             the traffic, credentials included"
+        );
+    }
+    tracing::info!(server = %server, path = %path, "reaching the API server");
+    let connector = Connector::new(path.route.clone(), &config).map_err(ClientError::Build)?;
+    let streams = http_client(&config, &path, connector.clone(), Purpose::Streams)
+        .map_err(ClientError::Build)?;
+    let client = http_client(&config, &path, connector.clone(), Purpose::Requests)
+        .map_err(ClientError::Build)?;
     Ok(Connected {
         client,
         streams,
         context,
         server,
+        path,
+        connector,
     })
 }
 
-/// A client like kube's default one whose TCP connections set TCP_NODELAY (kube-rs's builder
-/// leaves Nagle's algorithm on, and an upgraded port-forward connection then holds a small
-/// last segment back until the server's delayed ACK: milliseconds per round trip). Same
-/// base URL, TLS, credentials (exec plugins included) and extra headers; with a proxy
-/// configured, kube's own builder is used (its proxy connectors), Nagle and all.
-fn streaming_client(config: Config) -> Result<Client, kube::Error> {
-    use hyper_util::client::legacy::connect::HttpConnector;
+/// What a client is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// API requests and watches: kube's default timeouts and retries.
+    Requests,
+    /// Long-lived upgraded connections (port-forwarding): no read/write timeouts, no retries.
+    Streams,
+}
+
+/// A client like kube's default one over [`Connector`]: same base URL, TLS (kube's rustls
+/// connector, with tls-server-name), credentials (exec plugins included), impersonation and
+/// extra headers. Every TCP connection sets TCP_NODELAY (kube-rs's own builder leaves Nagle's
+/// algorithm on, and an upgraded port-forward connection then holds a small last segment back
+/// until the server's delayed ACK: milliseconds per round trip).
+fn http_client(
+    config: &Config,
+    path: &ApiPath,
+    connector: Connector,
+    purpose: Purpose,
+) -> Result<Client, kube::Error> {
     use hyper_util::rt::TokioExecutor;
+    use kube::client::retry::RetryPolicy;
     use kube::client::ConfigExt;
     use tower::ServiceBuilder;
 
-    if config.proxy_url.is_some() {
-        return Client::try_from(config);
-    }
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(config.connect_timeout);
-    let https = config.rustls_https_connector_with_connector(http)?;
-    let hyper = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+    let https = api_tls(config, path, connector)?;
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
+        .option_layer(
+            (config.default_retry && purpose == Purpose::Requests)
+                .then(|| tower::retry::RetryLayer::new(RetryPolicy::server_retry())),
+        )
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
-        .map_err(tower::BoxError::from)
-        .service(hyper);
-    Ok(Client::new(service, config.default_namespace))
+        .map_err(tower::BoxError::from);
+    let client = match purpose {
+        Purpose::Requests => {
+            let mut timed = hyper_timeout::TimeoutConnector::new(https);
+            timed.set_connect_timeout(config.connect_timeout);
+            timed.set_read_timeout(config.read_timeout);
+            timed.set_write_timeout(config.write_timeout);
+            timed.set_reset_reader_on_write(config.reset_reader_on_write);
+            let hyper =
+                hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(timed);
+            Client::new(service.service(hyper), config.default_namespace.clone())
+        }
+        Purpose::Streams => {
+            let hyper =
+                hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+            Client::new(service.service(hyper), config.default_namespace.clone())
+        }
+    };
+    Ok(client)
+}
+
+/// kube's rustls connector (the API server's TLS) around `connector`, its TLS errors named
+/// with the TLS name checked.
+fn api_tls(
+    config: &Config,
+    path: &ApiPath,
+    connector: Connector,
+) -> Result<
+    impl tower::Service<
+            http::Uri,
+            Response = hyper_rustls::MaybeHttpsStream<super::path::PathIo>,
+            Error = tower::BoxError,
+            Future = impl Send + Unpin,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    kube::Error,
+> {
+    use kube::client::ConfigExt;
+    use tower::ServiceExt as _;
+    let name = path.tls_name.clone();
+    let route = path.route.clone();
+    Ok(config
+        .rustls_https_connector_with_connector(connector)?
+        .map_err(move |e| super::path::classify(e, &name, &route)))
 }
 
 fn default_path() -> PathBuf {

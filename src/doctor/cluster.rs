@@ -28,6 +28,18 @@ pub async fn checks(options: &ClientOptions, namespace: Option<&str>) -> Vec<Che
         "kubeconfig",
         format!("context {}, namespace {namespace}", connected.context),
     )];
+    let path = path_check(&connected).await;
+    let path_failed = path.status == super::check::Status::Fail;
+    out.push(path);
+    if path_failed {
+        out.push(Check::warn(
+            Area::Cluster,
+            "api server",
+            "skipped: the path to it failed",
+        ));
+        out.push(skipped_rights(Some(&namespace), UNREACHABLE));
+        return out;
+    }
     let at = format!(" at {}", connected.server.trim_end_matches('/'));
     let version = tokio::time::timeout(VERSION_TIMEOUT, connected.client.apiserver_version()).await;
     match version {
@@ -73,6 +85,55 @@ pub async fn checks(options: &ClientOptions, namespace: Option<&str>) -> Vec<Che
     out
 }
 
+/// How the API server is reached (direct, which proxy, which TLS name), and whether its first
+/// hops work: a TCP connection, through the proxy when there is one (the TLS handshake and
+/// the request are the next check's).
+async fn path_check(connected: &client::Connected) -> Check {
+    use tower::ServiceExt as _;
+    let described = connected.path.to_string();
+    let uri: http::Uri = match connected.server.parse() {
+        Ok(uri) => uri,
+        Err(e) => {
+            return Check::fail(
+                Area::Cluster,
+                "api path",
+                format!("{described}; the server URL does not parse: {e}"),
+            )
+        }
+    };
+    let probe = connected.connector.clone().oneshot(uri);
+    match tokio::time::timeout(VERSION_TIMEOUT, probe).await {
+        Ok(Ok(_)) if connected.path.insecure => Check::warn(Area::Cluster, "api path", described)
+            .with_fix(
+                "remove insecure-skip-tls-verify from the kubeconfig's cluster and set its \
+                 certificate-authority instead",
+            ),
+        Ok(Ok(_)) => Check::pass(Area::Cluster, "api path", described),
+        Ok(Err(e)) => {
+            let (what, fix) = match e.downcast_ref::<crate::cluster::path::PathError>() {
+                Some(hop) => (hop.to_string(), hop.fix()),
+                None => (
+                    format!(
+                        "cannot connect to the API server: {}",
+                        crate::exit::chain(&*e)
+                    ),
+                    REACH_FIX,
+                ),
+            };
+            Check::fail(Area::Cluster, "api path", what).with_fix(fix)
+        }
+        Err(_) => Check::fail(
+            Area::Cluster,
+            "api path",
+            format!(
+                "{described}: no connection within {}s",
+                VERSION_TIMEOUT.as_secs()
+            ),
+        )
+        .with_fix(REACH_FIX),
+    }
+}
+
 const REACH_FIX: &str = "check that the cluster is reachable from here (kubectl cluster-info): \
                          VPN, proxy settings, or the server address in the kubeconfig";
 
@@ -90,6 +151,11 @@ fn kubeconfig_failed(e: &ClientError) -> Check {
             "pick a context that exists: kubectl config get-contexts, then --context NAME"
         }
         ClientError::Build(_) => "check the certificates and proxy settings of the kubeconfig",
+        ClientError::Proxy(_) => {
+            "fix the proxy URL (the kubeconfig's proxy-url, or HTTPS_PROXY / HTTP_PROXY); \
+             kubectl reads the same settings"
+        }
+        ClientError::Unsupported { fix, .. } => fix,
     };
     Check::fail(Area::Cluster, "kubeconfig", e.to_string()).with_fix(fix)
 }
