@@ -451,13 +451,13 @@ pub fn tls_name_mismatch(err: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
-/// The TLS error in `err` for people ("TLS: the server's certificate is not valid for the
-/// name checked"), else its chain.
-pub fn tls_text(err: &(dyn std::error::Error + 'static)) -> String {
+/// The TLS error in `err` for people ("TLS: the server's certificate is not valid for
+/// NAME"), else its chain.
+pub fn tls_text(err: &(dyn std::error::Error + 'static), name: &str) -> String {
     causes(err)
         .iter()
         .find_map(|e| e.downcast_ref::<rustls::Error>())
-        .map(|tls| tls_cause(tls, Some("the name checked")))
+        .map(|tls| tls_cause(tls, Some(name)))
         .unwrap_or_else(|| chain(err))
 }
 

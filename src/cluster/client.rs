@@ -496,11 +496,10 @@ fn api_tls(
 > {
     use kube::client::ConfigExt;
     use tower::ServiceExt as _;
-    let name = path.tls_name.clone();
-    let route = path.route.clone();
+    let path = path.clone();
     Ok(config
         .rustls_https_connector_with_connector(connector)?
-        .map_err(move |e| super::path::classify(e, &name, &route)))
+        .map_err(move |e| super::path::classify(e, &path)))
 }
 
 fn default_path() -> PathBuf {

@@ -134,11 +134,13 @@ pub enum PathError {
         secs: u64,
     },
     /// The TLS handshake with the API server failed.
-    #[error("{} (TLS name checked: {name}{via})", crate::exit::tls_text(source.as_ref()))]
+    #[error("{} (checked: {}{via})", crate::exit::tls_text(source.as_ref(), name), if *configured { "the kubeconfig's tls-server-name" } else { "the host of the server URL" })]
     ApiTls {
         /// The name the certificate was checked against.
         name: String,
-        /// ` via the … proxy …` when there is one.
+        /// Whether it is the kubeconfig's `tls-server-name`.
+        configured: bool,
+        /// `; through the … proxy …` when there is one.
         via: String,
         /// The cause.
         #[source]
@@ -358,16 +360,18 @@ impl Service<Uri> for Connector {
 
 /// Wraps an error of the API server's TLS connector: a TLS failure becomes
 /// [`PathError::ApiTls`] naming the TLS name (and the proxy); anything else stays as it is.
-pub fn classify(err: BoxError, name: &str, route: &Route) -> BoxError {
+pub fn classify(err: BoxError, path: &super::client::ApiPath) -> BoxError {
     if err.downcast_ref::<PathError>().is_some() || !crate::exit::has_tls_error(err.as_ref()) {
         return err;
     }
-    let via = route
+    let via = path
+        .route
         .proxy()
-        .map(|p| format!(", through the {}", what(p)))
+        .map(|p| format!("; through the {}", what(p)))
         .unwrap_or_default();
     PathError::ApiTls {
-        name: name.to_string(),
+        name: path.tls_name.clone(),
+        configured: path.tls_name_configured,
         via,
         source: err,
     }

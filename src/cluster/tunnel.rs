@@ -103,7 +103,10 @@ where
         .await
         .map_err(|e| protocol(format!("no answer to CONNECT: {}", crate::exit::chain(&e))))?;
     let status = response.status();
-    if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+    // 407 is the standard answer; some proxies (tinyproxy) answer wrong credentials with 401.
+    if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+        || (status == StatusCode::UNAUTHORIZED && proxy.auth.is_some())
+    {
         driver.abort();
         return Err(PathError::ProxyAuth {
             what: what.to_string(),
