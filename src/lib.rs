@@ -56,6 +56,11 @@
 //!   forward::spdy: per pod, one upgraded SPDY connection (spdy::Connection); each client
 //!   connection is an error + data stream pair on it; WebSocket v4 when SPDY is refused
 //!
+//! every connection to the API server (requests, watches, port-forward upgrades):
+//! kube client ──▶ kube's TLS (tls-server-name) ──▶ cluster::path::Connector ──▶ TCP, or a
+//!   proxy chosen by cluster::proxy (kubectl's rules) and entered by cluster::tunnel
+//!   (SOCKS5, HTTP CONNECT over TCP or TLS); a failed hop is a cluster::path::PathError
+//!
 //! service intercept:
 //! intercept::setup ──▶ Session record (intercept::store) ──▶ decoy, tunnel agent, Lease
 //!        └─▶ intercept::publish (nginx.conf, router rollout) ──ready──▶ checked Service patch
