@@ -332,6 +332,25 @@ pub struct ClusterArgs {
     /// The kubeconfig file (default: KUBECONFIG, then ~/.kube/config).
     #[arg(long, global = true, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+    /// Act as this user (impersonation, as kubectl's --as; overrides the kubeconfig's `as`).
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub as_user: Option<String>,
+    /// Act as a member of this group too (repeatable; needs --as).
+    #[arg(
+        long = "as-group",
+        global = true,
+        value_name = "GROUP",
+        requires = "as_user"
+    )]
+    pub as_groups: Vec<String>,
+    /// Act with this user UID (needs --as).
+    #[arg(
+        long = "as-uid",
+        global = true,
+        value_name = "UID",
+        requires = "as_user"
+    )]
+    pub as_uid: Option<String>,
 }
 
 /// Parses a timeout: seconds (`90`), or with units (`90s`, `5m`, `1m30s`, `500ms`); longer

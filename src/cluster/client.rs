@@ -31,6 +31,62 @@ pub struct ClientOptions {
     pub kubeconfig: Option<PathBuf>,
     /// `--context NAME`.
     pub context: Option<String>,
+    /// `--as`, `--as-group`, `--as-uid`.
+    pub impersonate: Impersonate,
+}
+
+/// Impersonation asked for on the command line; it replaces the kubeconfig's, as kubectl's
+/// flags do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Impersonate {
+    /// `--as USER`.
+    pub user: Option<String>,
+    /// `--as-group GROUP`, repeatable.
+    pub groups: Vec<String>,
+    /// `--as-uid UID`.
+    pub uid: Option<String>,
+}
+
+impl Impersonate {
+    /// The command-line flags that ask for it again (for a child process).
+    pub fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(user) = &self.user {
+            args.extend(["--as".to_string(), user.clone()]);
+        }
+        for group in &self.groups {
+            args.extend(["--as-group".to_string(), group.clone()]);
+        }
+        if let Some(uid) = &self.uid {
+            args.extend(["--as-uid".to_string(), uid.clone()]);
+        }
+        args
+    }
+
+    /// Back from [`Impersonate::args`] (as kept in an intercept's record).
+    pub fn from_args(args: &[String]) -> Impersonate {
+        let mut out = Impersonate::default();
+        for pair in args.chunks(2) {
+            if let [flag, value] = pair {
+                match flag.as_str() {
+                    "--as" => out.user = Some(value.clone()),
+                    "--as-group" => out.groups.push(value.clone()),
+                    "--as-uid" => out.uid = Some(value.clone()),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    fn apply(&self, config: &mut Config) {
+        let Some(user) = &self.user else { return };
+        let auth = &mut config.auth_info;
+        auth.impersonate = Some(user.clone());
+        auth.impersonate_groups = (!self.groups.is_empty()).then(|| self.groups.clone());
+        auth.impersonate_uid = self.uid.clone();
+        auth.impersonate_user_extra = None;
+    }
 }
 
 /// Why no client could be built.
@@ -310,6 +366,8 @@ pub async fn connect(options: &ClientOptions) -> Result<Connected, ClientError> 
         let config = Config::incluster().map_err(|_| ClientError::NotFound {
             looked: files.looked(),
         })?;
+        let mut config = config;
+        options.impersonate.apply(&mut config);
         let route = super::proxy::route(None, &config.cluster_url, env)?;
         return build(config, route, "in-cluster".into());
     };
@@ -332,6 +390,8 @@ pub async fn connect(options: &ClientOptions) -> Result<Connected, ClientError> 
                 .unwrap_or_default(),
             source,
         })?;
+    let mut config = config;
+    options.impersonate.apply(&mut config);
     let route = super::proxy::route(proxy_url.as_deref(), &config.cluster_url, env)?;
     build(config, route, context)
 }

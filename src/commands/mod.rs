@@ -53,6 +53,11 @@ pub(crate) fn client_options(cluster: &ClusterArgs) -> ClientOptions {
     ClientOptions {
         kubeconfig: cluster.kubeconfig.clone(),
         context: cluster.context.clone(),
+        impersonate: crate::cluster::client::Impersonate {
+            user: cluster.as_user.clone(),
+            groups: cluster.as_groups.clone(),
+            uid: cluster.as_uid.clone(),
+        },
     }
 }
 

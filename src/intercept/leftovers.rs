@@ -96,6 +96,7 @@ fn options_of(record: &Record, ic: &InterceptRef) -> ClientOptions {
     ClientOptions {
         kubeconfig: ic.kubeconfig.clone(),
         context: Some(record.context.clone()),
+        impersonate: crate::cluster::client::Impersonate::from_args(&ic.impersonate),
     }
 }
 

@@ -153,6 +153,7 @@ pub async fn run(opts: InterceptOptions) -> Result<i32, Fatal> {
                 .kubeconfig
                 .clone()
                 .or_else(single_kubeconfig_env),
+            impersonate: opts.client.impersonate.args(),
             namespace: ns.clone(),
             service: opts.service.clone(),
             backend: store.backend,

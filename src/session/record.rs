@@ -100,6 +100,9 @@ impl std::fmt::Display for SessionState {
 pub struct InterceptRef {
     /// The kubeconfig given with `--kubeconfig`, if any.
     pub kubeconfig: Option<PathBuf>,
+    /// `--as`, `--as-group` and `--as-uid` as given, so a later close acts as the same user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub impersonate: Vec<String>,
     /// Namespace of the Service.
     pub namespace: String,
     /// The intercepted Service.

@@ -172,6 +172,7 @@ fn child_args(launch: &Launch) -> Vec<OsString> {
     if let Some(c) = &o.client.context {
         args.extend(["--context".into(), c.into()]);
     }
+    args.extend(o.client.impersonate.args().into_iter().map(OsString::from));
     if let Some(l) = &o.labels {
         args.extend(["--selector".into(), l.into()]);
     }
