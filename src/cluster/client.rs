@@ -141,6 +141,16 @@ pub enum ClientError {
     /// The proxy setting (kubeconfig `proxy-url`, `HTTPS_PROXY`…) cannot be used.
     #[error("cannot use the proxy setting: {0}")]
     Proxy(#[from] super::proxy::ProxyError),
+    /// The kubeconfig asks for something kubectl refuses too.
+    #[error("the kubeconfig's {entry} {why}; {fix}")]
+    Refused {
+        /// `cluster NAME`.
+        entry: String,
+        /// What is wrong.
+        why: &'static str,
+        /// What to do.
+        fix: &'static str,
+    },
     /// The kubeconfig asks for something czctl does not do.
     #[error("the kubeconfig's user {user} uses {what}, which czctl does not support; {fix}")]
     Unsupported {
@@ -376,10 +386,9 @@ pub async fn connect(options: &ClientOptions) -> Result<Connected, ClientError> 
         .clone()
         .or_else(|| kubeconfig.current_context.clone())
         .unwrap_or_default();
-    let (proxy_url, user) = chosen(&kubeconfig, &context);
-    if let Some(user) = &user {
-        refuse_unsupported(user)?;
-    }
+    let (cluster, user) = chosen(&kubeconfig, &context);
+    refuse_unsupported(cluster.as_ref(), user.as_ref())?;
+    let proxy_url = cluster.and_then(|c| c.cluster).and_then(|c| c.proxy_url);
     let config = Config::from_custom_kubeconfig(kubeconfig, &kube_options)
         .await
         .map_err(|source| ClientError::Context {
@@ -396,12 +405,15 @@ pub async fn connect(options: &ClientOptions) -> Result<Connected, ClientError> 
     build(config, route, context)
 }
 
-/// The cluster's `proxy-url` and the user entry of `context` (when the kubeconfig has them;
-/// kube reports a missing context or cluster itself).
+/// The cluster and user entries of `context` (when the kubeconfig has them; kube reports a
+/// missing context or cluster itself).
 fn chosen(
     kubeconfig: &Kubeconfig,
     context: &str,
-) -> (Option<String>, Option<kube::config::NamedAuthInfo>) {
+) -> (
+    Option<kube::config::NamedCluster>,
+    Option<kube::config::NamedAuthInfo>,
+) {
     let Some(ctx) = kubeconfig
         .contexts
         .iter()
@@ -410,22 +422,41 @@ fn chosen(
     else {
         return (None, None);
     };
-    let proxy_url = kubeconfig
+    let cluster = kubeconfig
         .clusters
         .iter()
         .find(|c| c.name == ctx.cluster)
-        .and_then(|c| c.cluster.as_ref())
-        .and_then(|c| c.proxy_url.clone());
+        .cloned();
     let user = ctx
         .user
         .as_ref()
         .and_then(|name| kubeconfig.auth_infos.iter().find(|u| &u.name == name))
         .cloned();
-    (proxy_url, user)
+    (cluster, user)
 }
 
-/// Refuses by name what czctl cannot do as kubectl does, rather than half-doing it.
-fn refuse_unsupported(user: &kube::config::NamedAuthInfo) -> Result<(), ClientError> {
+/// Refuses by name what kubectl refuses, or what czctl cannot do as kubectl does, rather than
+/// half-doing it.
+fn refuse_unsupported(
+    cluster: Option<&kube::config::NamedCluster>,
+    user: Option<&kube::config::NamedAuthInfo>,
+) -> Result<(), ClientError> {
+    if let Some(named) = cluster {
+        if let Some(c) = &named.cluster {
+            let has_ca =
+                c.certificate_authority.is_some() || c.certificate_authority_data.is_some();
+            if has_ca && c.insecure_skip_tls_verify == Some(true) {
+                return Err(ClientError::Refused {
+                    entry: format!("cluster {}", crate::exit::shown(&named.name)),
+                    why: "sets both a certificate-authority and insecure-skip-tls-verify, which \
+                          kubectl refuses too (\"specifying a root certificates file with the \
+                          insecure flag is not allowed\")",
+                    fix: "remove one of them: keep the certificate-authority",
+                });
+            }
+        }
+    }
+    let Some(user) = user else { return Ok(()) };
     let Some(provider) = user
         .auth_info
         .as_ref()
@@ -782,6 +813,117 @@ mod tests {
             text.len() < 500 && text.contains("no such context"),
             "{text}"
         );
+    }
+
+    fn options(path: &Path) -> ClientOptions {
+        ClientOptions {
+            kubeconfig: Some(path.to_path_buf()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_path_names_the_proxy_and_tls_name_and_refusals_name_the_entry() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = scratch("path");
+        let file = dir.join("config");
+        let base = config("c", "https://10.1.2.3:6443", "u", "t", "x") + "current-context: x\n";
+        let with = |extra: &str, user_extra: &str| {
+            base.replace(
+                "cluster: {server: https://10.1.2.3:6443}",
+                &format!("cluster: {{server: https://10.1.2.3:6443{extra}}}"),
+            )
+            .replace(
+                "user: {token: t}",
+                &format!("user: {{token: t{user_extra}}}"),
+            )
+        };
+        std::fs::write(
+            &file,
+            with(
+                ", proxy-url: 'socks5://me:pw@127.0.0.1:1080', tls-server-name: api.example",
+                "",
+            ),
+        )
+        .unwrap();
+        let connected = connect(&options(&file)).await.expect("connects");
+        assert_eq!(
+            connected.path.to_string(),
+            "through the SOCKS5 proxy socks5://127.0.0.1:1080 (from the kubeconfig's proxy-url); \
+             TLS name api.example (tls-server-name)"
+        );
+
+        std::fs::write(&file, with(", proxy-url: 'socks4://127.0.0.1:1080'", "")).unwrap();
+        let err = connect(&options(&file))
+            .await
+            .err()
+            .expect("socks4 refused");
+        assert!(matches!(err, ClientError::Proxy(_)), "{err}");
+
+        std::fs::write(
+            &file,
+            with(
+                ", insecure-skip-tls-verify: true, certificate-authority-data: AAAA",
+                "",
+            ),
+        )
+        .unwrap();
+        let err = connect(&options(&file))
+            .await
+            .err()
+            .expect("CA + insecure refused");
+        assert!(
+            err.to_string()
+                .starts_with("the kubeconfig's cluster \"c\" sets both"),
+            "{err}"
+        );
+
+        std::fs::write(
+            &file,
+            with("", ", auth-provider: {name: oidc, config: {id-token: x}}"),
+        )
+        .unwrap();
+        let err = connect(&options(&file))
+            .await
+            .err()
+            .expect("auth-provider refused");
+        assert_eq!(
+            err.to_string().split(';').next().unwrap(),
+            "the kubeconfig's user \"u\" uses auth-provider \"oidc\", which czctl does not support"
+        );
+
+        std::fs::write(&file, with(", insecure-skip-tls-verify: true", "")).unwrap();
+        let connected = connect(&options(&file)).await.expect("insecure connects");
+        assert!(connected.path.insecure);
+        assert!(connected
+            .path
+            .to_string()
+            .ends_with("TLS certificate NOT checked (insecure-skip-tls-verify)"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn impersonation_flags_round_trip() {
+        let imp = Impersonate {
+            user: Some("jane".into()),
+            groups: vec!["dev".into(), "ops".into()],
+            uid: Some("42".into()),
+        };
+        assert_eq!(
+            imp.args(),
+            [
+                "--as",
+                "jane",
+                "--as-group",
+                "dev",
+                "--as-group",
+                "ops",
+                "--as-uid",
+                "42"
+            ]
+        );
+        assert_eq!(Impersonate::from_args(&imp.args()), imp);
+        assert_eq!(Impersonate::from_args(&[]), Impersonate::default());
     }
 
     #[test]

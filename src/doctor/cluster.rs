@@ -155,7 +155,7 @@ fn kubeconfig_failed(e: &ClientError) -> Check {
             "fix the proxy URL (the kubeconfig's proxy-url, or HTTPS_PROXY / HTTP_PROXY); \
              kubectl reads the same settings"
         }
-        ClientError::Unsupported { fix, .. } => fix,
+        ClientError::Unsupported { fix, .. } | ClientError::Refused { fix, .. } => fix,
     };
     Check::fail(Area::Cluster, "kubeconfig", e.to_string()).with_fix(fix)
 }
