@@ -86,6 +86,9 @@ if [ "$tier" = all ] || [ "$tier" = realk8s ]; then
 		# kubesim's --rbac deny list (the admin's denials; real RBAC is tested in rbac.rs)
 		--skip rbac_denial_gives_the_403_text
 		--skip port_forward_is_authorized_and_needs_the_pod
+		# kubesim's certificate options (--tls-san, --ca-cert/--ca-key)
+		--skip tls_server_name_must_be_a_tls_san_of_the_certificate
+		--skip a_given_ca_signs_the_certificate_and_goes_into_the_kubeconfig
 		# kubesim's own process: its startup errors, its SIGTERM, its kubelet restarting
 		# crashed processes
 		--skip an_early_exit_is_reported_with_kubesim_stderr_and_status
