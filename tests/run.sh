@@ -25,6 +25,9 @@ for tool in sudo unshare setpriv nsenter ps getent curl dash openssl python3 kub
 	command -v "$tool" >/dev/null || missing+=("$tool")
 done
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=("nginx (with its stream module)")
+command -v tinyproxy >/dev/null || missing+=("tinyproxy (Debian package tinyproxy)")
+[ -x /usr/sbin/danted ] || missing+=("danted (Debian package dante-server)")
+command -v socat >/dev/null || missing+=("socat (Debian package socat)")
 python3 -c 'import dotenv' 2>/dev/null || missing+=("python-dotenv (python3 -m pip install python-dotenv)")
 if [ "$tier" != kubesim ]; then
 	command -v go >/dev/null || missing+=("go >= 1.26 (the real control plane is built from source)")
