@@ -297,6 +297,60 @@ fn kubectl_port_forwards_through_a_socks5_proxy_url() {
     port_forward_both_ways(&sim, &kubeconfig, client, || dante.connects_to(port));
 }
 
+#[test]
+fn a_socks5_proxy_with_username_auth_wants_the_credentials_in_the_proxy_url() {
+    let sim = kubesim(&["demo"], &[]);
+    let dante = Dante::start_with(
+        &sim.dir,
+        &DanteOptions {
+            user: Some(("czctl-test", "s3cret")),
+            ..DanteOptions::default()
+        },
+    );
+    let port = api_port(&sim);
+    let cases = [
+        (dante.url(), "no acceptable authentication methods"),
+        (
+            dante.url_with("czctl-test", "wrong"),
+            "username/password authentication failed",
+        ),
+    ];
+    for (i, (url, error)) in cases.iter().enumerate() {
+        let kubeconfig = kubeconfig_variant(
+            &sim,
+            &format!("socks5-refused-{i}"),
+            &ClusterEdit {
+                proxy_url: Some(url.clone()),
+                ..ClusterEdit::default()
+            },
+        );
+        let out = kubectl_output(
+            &kubeconfig,
+            Client::default(),
+            &["get", "pods", "-n", "demo"],
+        );
+        let text = both(&out);
+        assert!(!out.status.success(), "{url}: {text}");
+        assert!(text.contains(error), "{url}: {text}");
+    }
+    assert_eq!(dante.connects_to(port), 0, "{}", dante.log());
+    let kubeconfig = kubeconfig_variant(
+        &sim,
+        "socks5-user",
+        &ClusterEdit {
+            proxy_url: Some(dante.url_with("czctl-test", "s3cret")),
+            ..ClusterEdit::default()
+        },
+    );
+    get_pods(&kubeconfig, Client::default());
+    assert!(dante.connects_to(port) >= 1, "{}", dante.log());
+    assert!(
+        dante.log().contains("username%czctl-test@127.0.0.1."),
+        "{}",
+        dante.log()
+    );
+}
+
 // ------------------------------------------------------------------ http CONNECT
 
 #[test]

@@ -32,27 +32,45 @@ pub const KUBESIM_NAME: &str = "kubesim.test";
 /// /etc/hosts is `hosts` when given (`unshare --mount`, then a bind mount), else as it is.
 pub fn command_with_hosts(hosts: Option<&Path>, program: &str, args: &[&str]) -> Command {
     match hosts {
-        None => {
-            let mut cmd = Command::new(program);
-            cmd.args(args);
-            cmd
-        }
-        Some(hosts) => {
-            let mut cmd = Command::new("unshare");
-            cmd.args([
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
-            ])
-            .arg(hosts)
-            .arg(program)
-            .args(args);
-            cmd
-        }
+        Some(hosts) => command_with_files(&[(hosts, "/etc/hosts")], program, args),
+        None => command_with_files(&[], program, args),
     }
+}
+
+/// `program` with `args`, in a private mount namespace where each `(file, target)` of `files`
+/// is bind-mounted over `target` (e.g. `/etc/hosts`); without files, as it is. The namespace
+/// is made by `unshare --mount`, whose shell execs the program: the child's pid is the
+/// program's.
+pub fn command_with_files(files: &[(&Path, &str)], program: &str, args: &[&str]) -> Command {
+    if files.is_empty() {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        return cmd;
+    }
+    let mut script = String::new();
+    for (i, (_, target)) in files.iter().enumerate() {
+        assert!(
+            !target.contains('\''),
+            "a bind-mount target with a quote: {target}"
+        );
+        let _ = write!(script, "mount --bind \"${}\" '{target}' && ", i + 1);
+    }
+    let _ = write!(script, "shift {} && exec \"$@\"", files.len());
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+    ]);
+    for (file, _) in files {
+        cmd.arg(file);
+    }
+    cmd.arg(program).args(args);
+    cmd
 }
 
 /// Writes a hosts file `dir/NAME` with localhost and `entries` (address, names).
@@ -122,6 +140,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `start` on a free port; should the program exit before listening (another process
+/// took the port meanwhile), again on another, three times at most.
+fn on_a_free_port(mut start: impl FnMut(u16) -> Result<Daemon, String>) -> Daemon {
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        match start(free_port()) {
+            Ok(daemon) => return daemon,
+            Err(failure) => failures.push(failure),
+        }
+    }
+    panic!("{}", failures.join("\n\n"))
+}
+
 /// A fresh directory `parent/NAME-PORT` (mode 0755: tinyproxy writes its log as nobody).
 fn own_dir(parent: &Path, name: &str, port: u16) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -162,8 +193,14 @@ struct Daemon {
 
 impl Daemon {
     /// Spawns `cmd` (stdout and stderr to `dir/output`) in a new process group and waits until
-    /// it listens on 127.0.0.1:`port`.
-    fn spawn(name: &'static str, mut cmd: Command, dir: &Path, port: u16, log: PathBuf) -> Daemon {
+    /// it listens on 127.0.0.1:`port`; an error (with its log and output) if it exits first.
+    fn spawn(
+        name: &'static str,
+        mut cmd: Command,
+        dir: &Path,
+        port: u16,
+        log: PathBuf,
+    ) -> Result<Daemon, String> {
         use std::os::unix::process::CommandExt;
         let output = dir.join("output");
         let out = std::fs::File::create(&output).expect("create the output file");
@@ -182,27 +219,28 @@ impl Daemon {
             log,
             output,
         };
-        daemon.wait_listening(&format!("{cmd:?}"));
-        daemon
+        daemon.wait_listening(&format!("{cmd:?}"))?;
+        Ok(daemon)
     }
 
-    /// Polls until a socket listening on 127.0.0.1:PORT is one of the program's own.
-    fn wait_listening(&mut self, what: &str) {
+    /// Polls until a socket listening on 127.0.0.1:PORT is one of the program's own; an error
+    /// if the program exits first, a panic if it does not listen in time.
+    fn wait_listening(&mut self, what: &str) -> Result<(), String> {
         let deadline = Instant::now() + LISTEN_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
+                return Err(format!(
                     "{} exited ({status}) before listening on 127.0.0.1:{}: {what}\n{}",
                     self.name,
                     self.port,
                     self.report()
-                );
+                ));
             }
             if listening_inodes(self.port)
                 .into_iter()
                 .any(|inode| holds_socket(self.child.id(), inode))
             {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -304,7 +342,11 @@ impl Tinyproxy {
     /// Starts tinyproxy under `parent` with `options`.
     pub fn start_with(parent: &Path, options: &TinyproxyOptions) -> Tinyproxy {
         require("tinyproxy", "tinyproxy");
-        let port = free_port();
+        let daemon = on_a_free_port(|port| Tinyproxy::spawn(parent, options, port));
+        Tinyproxy { daemon }
+    }
+
+    fn spawn(parent: &Path, options: &TinyproxyOptions, port: u16) -> Result<Daemon, String> {
         let dir = own_dir(parent, "tinyproxy", port);
         let log = dir.join("tinyproxy.log");
         std::fs::write(&log, "").expect("create tinyproxy's log");
@@ -329,9 +371,7 @@ impl Tinyproxy {
             "tinyproxy",
             &["-d", "-c", conf_path.to_str().expect("UTF-8 path")],
         );
-        Tinyproxy {
-            daemon: Daemon::spawn("tinyproxy", cmd, &dir, port, log),
-        }
+        Daemon::spawn("tinyproxy", cmd, &dir, port, log)
     }
 
     /// Its port on 127.0.0.1.
@@ -364,36 +404,69 @@ impl Tinyproxy {
 
 // ------------------------------------------------------------------ dante
 
-/// Debian's dante-server (`danted`), a SOCKS5 proxy on 127.0.0.1 without authentication,
-/// logging every connection to its own file.
-///
-/// Username authentication in danted checks the system's accounts (passwd/shadow or PAM), so it
-/// is left out: the tests do not touch the machine's accounts.
+/// Options for [`Dante::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct DanteOptions<'a> {
+    /// Run with this file as /etc/hosts (in a private mount namespace): danted resolves the
+    /// names SOCKS5 clients send.
+    pub hosts: Option<&'a Path>,
+    /// Require SOCKS5 username/password authentication (RFC 1929) with this user and password.
+    /// danted checks them against the system's accounts, so it runs in a private mount
+    /// namespace whose /etc/passwd and /etc/shadow are copies with this user added (the
+    /// machine's accounts are never touched).
+    pub user: Option<(&'a str, &'a str)>,
+}
+
+/// Debian's dante-server (`danted`), a SOCKS5 proxy on 127.0.0.1, logging every connection to
+/// its own file.
 #[derive(Debug)]
 pub struct Dante {
     daemon: Daemon,
 }
 
+/// Where Debian installs danted.
+const DANTED: &str = "/usr/sbin/danted";
+
 impl Dante {
-    /// Starts danted under `parent` (its directory is `parent/danted-PORT`), with `hosts` as
-    /// its /etc/hosts when given (it resolves the names SOCKS5 clients send).
+    /// Starts danted without authentication under `parent` (its directory is
+    /// `parent/danted-PORT`), with `hosts` as its /etc/hosts when given.
     pub fn start(parent: &Path, hosts: Option<&Path>) -> Dante {
-        const DANTED: &str = "/usr/sbin/danted";
+        Dante::start_with(
+            parent,
+            &DanteOptions {
+                hosts,
+                ..DanteOptions::default()
+            },
+        )
+    }
+
+    /// Starts danted under `parent` with `options`.
+    pub fn start_with(parent: &Path, options: &DanteOptions) -> Dante {
         require(DANTED, "dante-server");
-        let port = free_port();
+        let daemon = on_a_free_port(|port| Dante::spawn(parent, options, port));
+        Dante { daemon }
+    }
+
+    fn spawn(parent: &Path, options: &DanteOptions, port: u16) -> Result<Daemon, String> {
         let dir = own_dir(parent, "danted", port);
         let log = dir.join("danted.log");
+        // Checking passwords needs root (to read the shadow file).
         let user = if is_root() {
             "user.privileged: root\nuser.unprivileged: nobody\n"
         } else {
             ""
+        };
+        let method = if options.user.is_some() {
+            "username"
+        } else {
+            "none"
         };
         let conf = format!(
             "logoutput: {log}\n\
              internal: 127.0.0.1 port = {port}\n\
              external: 127.0.0.1\n\
              clientmethod: none\n\
-             socksmethod: none\n\
+             socksmethod: {method}\n\
              {user}\
              client pass {{\n  from: 127.0.0.0/8 to: 0.0.0.0/0\n  log: connect disconnect error\n}}\n\
              socks pass {{\n  from: 127.0.0.0/8 to: 0.0.0.0/0\n  log: connect disconnect error\n}}\n",
@@ -402,9 +475,19 @@ impl Dante {
         let conf_path = dir.join("danted.conf");
         std::fs::write(&conf_path, conf).expect("write danted.conf");
         let pid_file = dir.join("danted.pid");
+        let mut files: Vec<(PathBuf, &str)> = Vec::new();
+        if let Some(hosts) = options.hosts {
+            files.push((hosts.to_path_buf(), "/etc/hosts"));
+        }
+        if let Some((name, password)) = options.user {
+            let (passwd, shadow) = accounts_with(&dir, name, password);
+            files.push((passwd, "/etc/passwd"));
+            files.push((shadow, "/etc/shadow"));
+        }
+        let files: Vec<(&Path, &str)> = files.iter().map(|(f, t)| (f.as_path(), *t)).collect();
         // Without -D danted stays in the foreground; -N 1: one main process (plus its workers).
-        let mut cmd = command_with_hosts(
-            hosts,
+        let mut cmd = command_with_files(
+            &files,
             DANTED,
             &[
                 "-f",
@@ -417,9 +500,7 @@ impl Dante {
         );
         // Its lock files go to TMPDIR.
         cmd.env("TMPDIR", &dir);
-        Dante {
-            daemon: Daemon::spawn("danted", cmd, &dir, port, log),
-        }
+        Daemon::spawn("danted", cmd, &dir, port, log)
     }
 
     /// Its port on 127.0.0.1.
@@ -430,6 +511,11 @@ impl Dante {
     /// `socks5://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("socks5://127.0.0.1:{}", self.port())
+    }
+
+    /// `socks5://USER:PASSWORD@127.0.0.1:PORT` (both as given: plain names, no escaping).
+    pub fn url_with(&self, user: &str, password: &str) -> String {
+        format!("socks5://{user}:{password}@127.0.0.1:{}", self.port())
     }
 
     /// Its log so far (`pass(1): tcp/connect [: CLIENT PROXY -> LOCAL TARGET` per connection,
@@ -446,6 +532,63 @@ impl Dante {
             .filter(|l| l.contains("tcp/connect [:") && l.ends_with(&target))
             .count()
     }
+}
+
+/// Copies of /etc/passwd and /etc/shadow (`dir/passwd`, `dir/shadow`, mode 0600) with a user
+/// `name` (uid and gid of nobody) whose password is `password` (SHA-512 crypt by openssl).
+fn accounts_with(dir: &Path, name: &str, password: &str) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        name.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "a plain user name: {name:?}"
+    );
+    let out = Command::new("openssl")
+        .args(["passwd", "-6", "-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(format!("{password}\n").as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("openssl is needed (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl passwd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let without = |file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("read {file}: {e}"))
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{name}:")))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    let passwd = dir.join("passwd");
+    let shadow = dir.join("shadow");
+    std::fs::write(
+        &passwd,
+        without("/etc/passwd") + &format!("{name}:x:65534:65534::/nonexistent:/usr/sbin/nologin\n"),
+    )
+    .expect("write passwd");
+    std::fs::write(
+        &shadow,
+        without("/etc/shadow") + &format!("{name}:{hash}:20000:0:99999:7:::\n"),
+    )
+    .expect("write shadow");
+    for file in [&passwd, &shadow] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    (passwd, shadow)
 }
 
 // ------------------------------------------------------------------ a test CA
@@ -573,14 +716,13 @@ fn socat(
     name: &'static str,
     dir: &Path,
     port: u16,
-    hosts: Option<&Path>,
     listen: &str,
     target: &str,
-) -> Daemon {
+) -> Result<Daemon, String> {
     require("socat", "socat");
     let log = dir.join("socat.log");
     let cmd = command_with_hosts(
-        hosts,
+        None,
         "socat",
         &[
             "-d",
@@ -610,19 +752,20 @@ impl HttpsProxy {
     /// Starts a tinyproxy (with `options`) and the TLS listener in front of it, under `parent`.
     pub fn start(parent: &Path, ca: &TestCa, options: &TinyproxyOptions) -> HttpsProxy {
         let inner = Tinyproxy::start_with(parent, options);
-        let port = free_port();
-        let dir = own_dir(parent, "https-proxy", port);
-        let (cert, key) = ca.sign(
-            &format!("https-proxy-{port}"),
-            &["IP:127.0.0.1", "DNS:localhost"],
-        );
-        let listen = format!(
-            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
-            cert.display(),
-            key.display()
-        );
-        let target = format!("TCP:127.0.0.1:{}", inner.port());
-        let tls = socat("socat (HTTPS proxy)", &dir, port, None, &listen, &target);
+        let tls = on_a_free_port(|port| {
+            let dir = own_dir(parent, "https-proxy", port);
+            let (cert, key) = ca.sign(
+                &format!("https-proxy-{port}"),
+                &["IP:127.0.0.1", "DNS:localhost"],
+            );
+            let listen = format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                cert.display(),
+                key.display()
+            );
+            let target = format!("TCP:127.0.0.1:{}", inner.port());
+            socat("socat (HTTPS proxy)", &dir, port, &listen, &target)
+        });
         HttpsProxy { tls, inner }
     }
 
@@ -662,13 +805,13 @@ pub struct SocatTunnel {
 impl SocatTunnel {
     /// Starts a tunnel to 127.0.0.1:`target` under `parent`.
     pub fn start(parent: &Path, target: u16) -> SocatTunnel {
-        let port = free_port();
-        let dir = own_dir(parent, "tunnel", port);
-        let listen = format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork");
-        let to = format!("TCP:127.0.0.1:{target}");
-        SocatTunnel {
-            daemon: socat("socat (tunnel)", &dir, port, None, &listen, &to),
-        }
+        let daemon = on_a_free_port(|port| {
+            let dir = own_dir(parent, "tunnel", port);
+            let listen = format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork");
+            let to = format!("TCP:127.0.0.1:{target}");
+            socat("socat (tunnel)", &dir, port, &listen, &to)
+        });
+        SocatTunnel { daemon }
     }
 
     /// Its port on 127.0.0.1.
