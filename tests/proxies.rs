@@ -228,24 +228,54 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String>
     rx
 }
 
+/// How many port-forward upgrades of `kind` (`websocket-spdy`: SPDY tunnelled in a WebSocket;
+/// `spdy`: the SPDY upgrade) kubesim has served.
+fn upgrades(sim: &KubeSim, kind: &str) -> u64 {
+    let out = sim.kubectl_ok(&["get", "--raw", "/kubesim/stats/portforwards"]);
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON stats");
+    stats["portforwards"][kind].as_u64().unwrap_or(0)
+}
+
+/// How kubectl's port-forward asked for WebSockets (`KUBECTL_PORT_FORWARD_WEBSOCKETS=true`, its
+/// default) reaches the pod: tunnelled in a WebSocket, or over SPDY after kubectl fell back
+/// by itself because its WebSocket dialer cannot use the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WebSocketAsked {
+    Served,
+    FellBackToSpdy,
+}
+
 /// Port-forwards to an echo pod over both transports (WebSocket, then SPDY) as `client` with
-/// `kubeconfig`, and checks that curl through each gets that pod's answer. `through` counts
-/// the proxy's connections: each transport must add at least one (the upgrade request's).
+/// `kubeconfig`, and checks that curl through each gets that pod's answer over the transport
+/// `websocket` says (kubectl falls back from WebSocket to SPDY by itself; kubesim's counts
+/// show which one served). `through` counts the proxy's connections: each transport must add
+/// at least one (the upgrade request's).
 fn port_forward_both_ways(
     sim: &KubeSim,
     kubeconfig: &Path,
     client: Client,
+    websocket: WebSocketAsked,
     through: impl Fn() -> usize,
 ) {
     let pod = echo_pod(sim);
-    for websockets in [true, false] {
+    let websocket_kind = match websocket {
+        WebSocketAsked::Served => "websocket-spdy",
+        WebSocketAsked::FellBackToSpdy => "spdy",
+    };
+    for (websockets, kind) in [(true, websocket_kind), (false, "spdy")] {
         let before = through();
+        let upgraded = upgrades(sim, kind);
         let forward = PortForward::start(kubeconfig, client, &pod, websockets);
         let body = forward.curl();
         assert_eq!(
             pod_of(&body).as_deref(),
             Some(pod.as_str()),
             "websockets={websockets}: {body}"
+        );
+        assert_eq!(
+            upgrades(sim, kind),
+            upgraded + 1,
+            "websockets={websockets}: not one {kind} upgrade"
         );
         assert!(
             through() > before,
@@ -294,7 +324,9 @@ fn kubectl_port_forwards_through_a_socks5_proxy_url() {
     assert_direct_path_is_closed(&sim, &client_hosts);
     get_pods(&kubeconfig, client);
     let port = api_port(&sim);
-    port_forward_both_ways(&sim, &kubeconfig, client, || dante.connects_to(port));
+    port_forward_both_ways(&sim, &kubeconfig, client, WebSocketAsked::Served, || {
+        dante.connects_to(port)
+    });
 }
 
 #[test]
@@ -396,7 +428,9 @@ fn kubectl_port_forwards_through_an_http_proxy_url() {
     };
     get_pods(&kubeconfig, client);
     let target = format!("{KUBESIM_NAME}:{}", api_port(&sim));
-    port_forward_both_ways(&sim, &kubeconfig, client, || proxy.connects_to(&target));
+    port_forward_both_ways(&sim, &kubeconfig, client, WebSocketAsked::Served, || {
+        proxy.connects_to(&target)
+    });
 }
 
 #[test]
@@ -474,7 +508,15 @@ fn kubectl_through_an_https_proxy_url_verified_with_the_kubeconfig_ca() {
         proxy.tls_log()
     );
     let target = format!("{KUBESIM_NAME}:{}", api_port(&sim));
-    port_forward_both_ways(&sim, &kubeconfig, client, || proxy.connects_to(&target));
+    // kubectl 1.32's WebSocket dialer knows no https:// proxy ("proxy: unknown scheme: https"
+    // at -v=4): it falls back to SPDY, which goes through the proxy.
+    port_forward_both_ways(
+        &sim,
+        &kubeconfig,
+        client,
+        WebSocketAsked::FellBackToSpdy,
+        || proxy.connects_to(&target),
+    );
 
     // A proxy whose certificate another CA signed is refused: kubectl verifies the proxy with
     // the kubeconfig's CA.
@@ -595,7 +637,9 @@ fn kubectl_port_forwards_through_https_proxy_from_the_environment() {
     };
     get_pods(&kubeconfig, client);
     let target = format!("{KUBESIM_NAME}:{}", api_port(&sim));
-    port_forward_both_ways(&sim, &kubeconfig, client, || proxy.connects_to(&target));
+    port_forward_both_ways(&sim, &kubeconfig, client, WebSocketAsked::Served, || {
+        proxy.connects_to(&target)
+    });
 }
 
 // ------------------------------------------------------------------ tunnel + tls-server-name
@@ -652,6 +696,12 @@ fn kubectl_through_a_tunnel_needs_tls_server_name() {
     );
     let before = tunnel.accepted();
     get_pods(&local, Client::default());
-    port_forward_both_ways(&sim, &local, Client::default(), || tunnel.accepted());
+    port_forward_both_ways(
+        &sim,
+        &local,
+        Client::default(),
+        WebSocketAsked::Served,
+        || tunnel.accepted(),
+    );
     assert!(tunnel.accepted() > before, "{}", tunnel.log());
 }
