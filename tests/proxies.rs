@@ -705,3 +705,75 @@ fn kubectl_through_a_tunnel_needs_tls_server_name() {
     );
     assert!(tunnel.accepted() > before, "{}", tunnel.log());
 }
+
+// ------------------------------------------------------------------ the kubeconfig variants
+
+#[test]
+fn kubeconfig_variants_are_what_kubectl_reads() {
+    let scratch = Scratch::new("proxies-variants");
+    let ca = TestCa::new(&scratch.dir);
+    let ca_args = ca.kubesim_args();
+    let extra: Vec<&str> = ca_args.iter().map(String::as_str).collect();
+    let sim = kubesim_named(&extra);
+    // The CA as a file, and no CA at all but insecure-skip-tls-verify.
+    for (name, edit) in [
+        (
+            "ca-file",
+            ClusterEdit {
+                certificate_authority: Some(ca.cert.clone()),
+                ..ClusterEdit::default()
+            },
+        ),
+        (
+            "insecure",
+            ClusterEdit {
+                insecure_skip_tls_verify: true,
+                ..ClusterEdit::default()
+            },
+        ),
+    ] {
+        let kubeconfig = kubeconfig_variant(&sim, name, &edit);
+        get_pods(&kubeconfig, Client::default());
+        let view = kubectl_output(
+            &kubeconfig,
+            Client::default(),
+            &[
+                "config",
+                "view",
+                "--raw",
+                "-o",
+                "jsonpath={.clusters[0].cluster}",
+            ],
+        );
+        let cluster: serde_json::Value =
+            serde_json::from_slice(&view.stdout).expect("the cluster as JSON");
+        assert!(
+            cluster.get("certificate-authority-data").is_none(),
+            "{name}: {cluster}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kubeconfig).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    // Every field at once, as kubectl reads them back.
+    let kubeconfig = kubeconfig_variant(
+        &sim,
+        "all",
+        &ClusterEdit {
+            server: Some(by_name(&sim)),
+            proxy_url: Some("socks5://127.0.0.1:1".into()),
+            tls_server_name: Some("other.test".into()),
+            ..ClusterEdit::default()
+        },
+    );
+    let view = kubectl_output(
+        &kubeconfig,
+        Client::default(),
+        &["config", "view", "-o", "jsonpath={.clusters[0].cluster}"],
+    );
+    let cluster: serde_json::Value =
+        serde_json::from_slice(&view.stdout).expect("the cluster as JSON");
+    assert_eq!(cluster["server"], by_name(&sim), "{cluster}");
+    assert_eq!(cluster["proxy-url"], "socks5://127.0.0.1:1", "{cluster}");
+    assert_eq!(cluster["tls-server-name"], "other.test", "{cluster}");
+}

@@ -4,8 +4,9 @@
 //! test CA made with openssl, private hosts files and kubeconfig variants that use them.
 //!
 //! Each program listens on 127.0.0.1 at a port that was free a moment before; `start` returns
-//! once a listening socket on that port belongs to the program (a port taken meanwhile by
-//! someone else is a failure naming the program, never a silent success). Each writes its own
+//! once a listening socket on that port belongs to the program (should someone else take the
+//! port meanwhile, the program exits and is started again on another; it never passes for
+//! another program's listener). Each writes its own
 //! log in its own directory, which `log()` reads so a test can assert that the connection went
 //! through it. Each runs in a process group of its own, killed (that group only) when dropped.
 //!
@@ -93,7 +94,8 @@ pub fn api_port(sim: &KubeSim) -> u16 {
         .unwrap_or_else(|| panic!("no port in kubesim's API URL {}", sim.api))
 }
 
-/// Changes to kubesim's kubeconfig for [`kubeconfig_variant`]; `None` keeps a field as it is.
+/// Changes to a kubeconfig's (first) cluster for [`kubeconfig_variant`]; `None` and `false`
+/// keep a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterEdit {
     /// The cluster's `server` (e.g. `https://kubesim.test:PORT`).
@@ -102,34 +104,64 @@ pub struct ClusterEdit {
     pub proxy_url: Option<String>,
     /// The cluster's `tls-server-name`.
     pub tls_server_name: Option<String>,
+    /// `certificate-authority: FILE` in place of `certificate-authority-data`.
+    pub certificate_authority: Option<PathBuf>,
+    /// `insecure-skip-tls-verify: true`, without any CA (kubectl refuses both together).
+    pub insecure_skip_tls_verify: bool,
 }
 
 /// A copy of `sim`'s kubeconfig, `sim.dir/kubeconfig-NAME` (mode 0600), with the cluster
 /// changed as `edit` says.
 pub fn kubeconfig_variant(sim: &KubeSim, name: &str, edit: &ClusterEdit) -> PathBuf {
-    let text = std::fs::read_to_string(&sim.kubeconfig).expect("read kubesim's kubeconfig");
-    let mut config: serde_json::Value =
-        serde_saphyr::from_str(&text).expect("kubesim's kubeconfig is YAML");
-    let cluster = &mut config["clusters"][0]["cluster"];
-    assert!(cluster.is_object(), "no cluster in {text}");
+    let path = sim.dir.join(format!("kubeconfig-{name}"));
+    edit_kubeconfig(&sim.kubeconfig, &path, edit);
+    path
+}
+
+/// Writes `to` (mode 0600): the kubeconfig `from` with its first cluster changed as `edit`
+/// says (for kubeconfigs other than kubesim's own, e.g. a restricted user's).
+pub fn edit_kubeconfig(from: &Path, to: &Path, edit: &ClusterEdit) {
+    use serde_json::Value;
+    let text = std::fs::read_to_string(from)
+        .unwrap_or_else(|e| panic!("read the kubeconfig {}: {e}", from.display()));
+    let mut config: Value = serde_saphyr::from_str(&text)
+        .unwrap_or_else(|e| panic!("the kubeconfig {} is not YAML: {e}", from.display()));
+    let cluster = config["clusters"][0]["cluster"]
+        .as_object_mut()
+        .unwrap_or_else(|| panic!("no cluster in {}", from.display()));
     for (key, value) in [
         ("server", &edit.server),
         ("proxy-url", &edit.proxy_url),
         ("tls-server-name", &edit.tls_server_name),
     ] {
         if let Some(value) = value {
-            cluster[key] = serde_json::Value::String(value.clone());
+            cluster.insert(key.into(), Value::String(value.clone()));
         }
     }
-    let path = sim.dir.join(format!("kubeconfig-{name}"));
-    std::fs::write(
-        &path,
-        serde_saphyr::to_string(&config).expect("serialize the kubeconfig"),
-    )
-    .expect("write the kubeconfig variant");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
+    if let Some(ca) = &edit.certificate_authority {
+        cluster.remove("certificate-authority-data");
+        cluster.insert(
+            "certificate-authority".into(),
+            Value::String(ca.display().to_string()),
+        );
+    }
+    if edit.insecure_skip_tls_verify {
+        cluster.remove("certificate-authority-data");
+        cluster.remove("certificate-authority");
+        cluster.insert("insecure-skip-tls-verify".into(), Value::Bool(true));
+    }
+    let yaml = serde_saphyr::to_string(&config).expect("serialize the kubeconfig");
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // It holds a bearer token: never readable by others, not even for a moment.
+    let _ = std::fs::remove_file(to);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .and_then(|mut file| file.write_all(yaml.as_bytes()))
+        .unwrap_or_else(|e| panic!("write the kubeconfig {}: {e}", to.display()));
 }
 
 /// A port on 127.0.0.1 that nothing listened on a moment ago.
