@@ -538,7 +538,7 @@ fn kubectl_through_an_https_proxy_url_verified_with_the_kubeconfig_ca() {
     let text = both(&out);
     assert!(!out.status.success(), "{text}");
     assert!(
-        text.contains("x509: certificate signed by unknown authority"),
+        text.contains("proxyconnect tcp: tls: failed to verify certificate: x509: certificate signed by unknown authority"),
         "{text}"
     );
     assert_eq!(stranger.inner.established(), 0, "{}", stranger.log());
