@@ -25,6 +25,9 @@ for tool in sudo unshare setpriv nsenter ps getent curl dash openssl python3 kub
 	command -v "$tool" >/dev/null || missing+=("$tool")
 done
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=("nginx (with its stream module)")
+command -v tinyproxy >/dev/null || missing+=("tinyproxy (Debian package tinyproxy)")
+[ -x /usr/sbin/danted ] || missing+=("danted (Debian package dante-server)")
+command -v socat >/dev/null || missing+=("socat (Debian package socat)")
 python3 -c 'import dotenv' 2>/dev/null || missing+=("python-dotenv (python3 -m pip install python-dotenv)")
 if [ "$tier" != kubesim ]; then
 	command -v go >/dev/null || missing+=("go >= 1.26 (the real control plane is built from source)")
@@ -86,6 +89,9 @@ if [ "$tier" = all ] || [ "$tier" = realk8s ]; then
 		# kubesim's --rbac deny list (the admin's denials; real RBAC is tested in rbac.rs)
 		--skip rbac_denial_gives_the_403_text
 		--skip port_forward_is_authorized_and_needs_the_pod
+		# kubesim's certificate options (--tls-san, --ca-cert/--ca-key)
+		--skip tls_server_name_must_be_a_tls_san_of_the_certificate
+		--skip a_given_ca_signs_the_certificate_and_goes_into_the_kubeconfig
 		# kubesim's own process: its startup errors, its SIGTERM, its kubelet restarting
 		# crashed processes
 		--skip an_early_exit_is_reported_with_kubesim_stderr_and_status

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 pub use kubesim::harness::KubeSim;
 
+pub mod proxies;
+
 /// The original content of every test's hosts file.
 pub const ORIGINAL_HOSTS: &str =
     "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n# managed by the test\n";
