@@ -134,7 +134,7 @@ pub enum PathError {
         secs: u64,
     },
     /// The TLS handshake with the API server failed.
-    #[error("{} (checked: {}{via})", crate::exit::tls_text(source.as_ref(), name), if *configured { "the kubeconfig's tls-server-name" } else { "the host of the server URL" })]
+    #[error("{}", api_tls_text(name, *configured, via, source.as_ref()))]
     ApiTls {
         /// The name the certificate was checked against.
         name: String,
@@ -313,6 +313,27 @@ impl Connector {
         }
         .map(PathIo)
         .map_err(BoxError::from)
+    }
+}
+
+/// [`PathError::ApiTls`] for people: the name and where it came from only when the
+/// certificate does not match it.
+fn api_tls_text(
+    name: &str,
+    configured: bool,
+    via: &str,
+    source: &(dyn std::error::Error + 'static),
+) -> String {
+    let text = crate::exit::tls_text(source, name);
+    let from = if configured {
+        "the kubeconfig's tls-server-name"
+    } else {
+        "the host of the server URL"
+    };
+    match (crate::exit::tls_name_mismatch(source), via.is_empty()) {
+        (true, _) => format!("{text} ({from}{via})"),
+        (false, false) => format!("{text} ({})", via.trim_start_matches("; ")),
+        (false, true) => text,
     }
 }
 
