@@ -2,7 +2,9 @@
 //! danted, socat; see `common::proxies`), with kubectl as the client: `proxy-url` with
 //! `socks5://`, `http://` and `https://` proxies, `HTTPS_PROXY`/`NO_PROXY`, and a local tunnel
 //! with `tls-server-name`. Each test reads the proxy's own log to show the connection went
-//! through it.
+//! through it. kubectl first (what the harness and kubesim do is what a real client sees),
+//! then czctl along the same paths: `namespace teleport` over every port-forward transport,
+//! `doctor`'s report of the path, and the failures that name the hop.
 //!
 //! "Split horizon" tests give the proxy a hosts file mapping `kubesim.test` to 127.0.0.1 and the
 //! client one mapping it to 127.255.255.254, where nothing listens: a client that connected
@@ -776,4 +778,475 @@ fn kubeconfig_variants_are_what_kubectl_reads() {
     assert_eq!(cluster["server"], by_name(&sim), "{cluster}");
     assert_eq!(cluster["proxy-url"], "socks5://127.0.0.1:1", "{cluster}");
     assert_eq!(cluster["tls-server-name"], "other.test", "{cluster}");
+}
+
+// ------------------------------------------------------------------ czctl through the same paths
+//
+// czctl itself, with the same kubeconfig variants and proxies as kubectl above: `namespace
+// teleport` in the foreground in a private mount namespace whose /etc/hosts maps
+// `kubesim.test` to a dead end (split horizon), so only connections through the proxy reach
+// the API server; a request by name reaches a pod over each port-forward transport
+// (`CZCTL_PORTFORWARD`; kubesim's upgrade counts say which served), and the proxy's own log
+// shows czctl's connections.
+
+/// kubesim's counter for a `CZCTL_PORTFORWARD` choice.
+const TRANSPORTS: [(&str, &str); 3] = [
+    ("spdy-websocket", "websocket-spdy"),
+    ("spdy", "spdy"),
+    ("websocket", "websocket-v4"),
+];
+
+/// A czctl command in a private mount namespace with `hosts` over /etc/hosts, every proxy
+/// variable of this process removed and `env` set.
+fn czctl_cmd(sim: &KubeSim, hosts: &Path, env: &[(&str, &str)]) -> std::process::Command {
+    let mut cmd = namespaced_czctl(hosts, &[]);
+    for var in PROXY_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.env("CZCTL_STATE_DIR", sim.dir.join("czctl-state"));
+    cmd.envs(env.iter().copied());
+    cmd
+}
+
+/// A czctl hosts file: the test's original lines plus `entries` (czctl adds its block).
+fn czctl_hosts(sim: &KubeSim, name: &str, entries: &[(&str, &str)]) -> PathBuf {
+    let path = hosts_with(&sim.dir, name, entries);
+    let mut text = std::fs::read_to_string(&path).expect("hosts");
+    text.push_str("# managed by the test\n");
+    std::fs::write(&path, text).expect("hosts");
+    path
+}
+
+/// `czctl doctor -n demo` with `kubeconfig` as `hosts`/`env` say; its output and exit status.
+fn czctl_doctor(
+    sim: &KubeSim,
+    kubeconfig: &Path,
+    hosts: &Path,
+    env: &[(&str, &str)],
+) -> (bool, String) {
+    let out = czctl_cmd(sim, hosts, env)
+        .args(["doctor", "-n", "demo", "--kubeconfig"])
+        .arg(kubeconfig)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run czctl doctor");
+    (out.status.success(), both(&out))
+}
+
+/// The `api path` line of a doctor report.
+fn api_path_line(report: &str) -> String {
+    report
+        .lines()
+        .find(|l| l.starts_with("api path"))
+        .unwrap_or_else(|| panic!("no api path line: {report}"))
+        .to_string()
+}
+
+/// Teleports demo with `kubeconfig` over each transport in turn and checks that
+/// `http://echo.demo:8080/` reaches an echo pod over it, and that `through` (the proxy's count
+/// of connections) grows with each.
+fn czctl_teleports_over_every_transport(
+    sim: &KubeSim,
+    kubeconfig: &Path,
+    hosts: &Path,
+    env: &[(&str, &str)],
+    through: impl Fn() -> usize,
+) {
+    for (protocol, kind) in TRANSPORTS {
+        let before = through();
+        let upgraded = upgrades(sim, kind);
+        let mut vars = env.to_vec();
+        vars.push(("CZCTL_PORTFORWARD", protocol));
+        let mut cmd = czctl_cmd(sim, hosts, &vars);
+        cmd.args([
+            "namespace",
+            "teleport",
+            "--foreground",
+            "demo",
+            "--kubeconfig",
+        ])
+        .arg(kubeconfig);
+        let mut czctl = spawn(cmd);
+        czctl.wait_ready();
+        let (ok, body) = czctl.curl("http://echo.demo:8080/");
+        assert!(ok, "{protocol}: {body}");
+        assert!(
+            pod_of(&body).is_some(),
+            "{protocol}: not an echo answer: {body}"
+        );
+        assert!(
+            upgrades(sim, kind) > upgraded,
+            "{protocol}: no {kind} upgrade served the request"
+        );
+        assert!(
+            through() > before,
+            "{protocol}: the proxy saw no connection of czctl's"
+        );
+        czctl.signal(libc::SIGTERM);
+        assert!(czctl.wait_exit(LONG).success(), "{protocol}: czctl failed");
+    }
+}
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[test]
+fn czctl_teleports_through_a_socks5_proxy_url() {
+    let sim = kubesim_named(&[]);
+    let (proxy_hosts, client_hosts) = split_horizon(&sim);
+    let dante = Dante::start(&sim.dir, Some(&proxy_hosts));
+    let kubeconfig = kubeconfig_variant(
+        &sim,
+        "czctl-socks5",
+        &ClusterEdit {
+            server: Some(by_name(&sim)),
+            proxy_url: Some(dante.url()),
+            ..ClusterEdit::default()
+        },
+    );
+    assert_direct_path_is_closed(&sim, &client_hosts);
+    let hosts = czctl_hosts(&sim, "czctl-hosts", &[("127.255.255.254", KUBESIM_NAME)]);
+    let (ok, report) = czctl_doctor(&sim, &kubeconfig, &hosts, &[]);
+    assert!(ok, "{report}");
+    assert!(
+        api_path_line(&report).contains(&format!(
+            "through the SOCKS5 proxy socks5://127.0.0.1:{} (from the kubeconfig's proxy-url); \
+             TLS name {KUBESIM_NAME} (from the server URL)",
+            dante.port()
+        )),
+        "{report}"
+    );
+    let port = api_port(&sim);
+    czctl_teleports_over_every_transport(&sim, &kubeconfig, &hosts, &[], || {
+        dante.connects_to(port)
+    });
+    // kubectl, with the same kubeconfig from the same dead-end hosts file.
+    get_pods(
+        &kubeconfig,
+        Client {
+            hosts: Some(&client_hosts),
+            env: &[],
+        },
+    );
+}
+
+#[test]
+fn czctl_teleports_through_an_http_proxy_url() {
+    let sim = kubesim_named(&[]);
+    let (proxy_hosts, client_hosts) = split_horizon(&sim);
+    let tinyproxy = Tinyproxy::start_with(
+        &sim.dir,
+        &TinyproxyOptions {
+            hosts: Some(&proxy_hosts),
+            ..TinyproxyOptions::default()
+        },
+    );
+    let kubeconfig = kubeconfig_variant(
+        &sim,
+        "czctl-http",
+        &ClusterEdit {
+            server: Some(by_name(&sim)),
+            proxy_url: Some(tinyproxy.url()),
+            ..ClusterEdit::default()
+        },
+    );
+    let hosts = czctl_hosts(&sim, "czctl-hosts", &[("127.255.255.254", KUBESIM_NAME)]);
+    let (ok, report) = czctl_doctor(&sim, &kubeconfig, &hosts, &[]);
+    assert!(ok, "{report}");
+    assert!(
+        api_path_line(&report).contains(&format!(
+            "through the HTTP proxy http://127.0.0.1:{} (from the kubeconfig's proxy-url)",
+            tinyproxy.port()
+        )),
+        "{report}"
+    );
+    let target = format!("{KUBESIM_NAME}:{}", api_port(&sim));
+    czctl_teleports_over_every_transport(&sim, &kubeconfig, &hosts, &[], || {
+        tinyproxy.connects_to(&target)
+    });
+    get_pods(
+        &kubeconfig,
+        Client {
+            hosts: Some(&client_hosts),
+            env: &[],
+        },
+    );
+}
+
+#[test]
+fn czctl_teleports_through_an_https_proxy_url_even_over_websocket() {
+    let ca = TestCa::new(&scratch_dir("czctl-https-proxy-ca"));
+    let ca_args = ca.kubesim_args();
+    let mut extra: Vec<&str> = ca_args.iter().map(String::as_str).collect();
+    extra.extend(["--tls-san", KUBESIM_NAME]);
+    let sim = kubesim(&["demo"], &extra);
+    let (proxy_hosts, _client_hosts) = split_horizon(&sim);
+    let proxy = HttpsProxy::start(
+        &sim.dir,
+        &ca,
+        &TinyproxyOptions {
+            hosts: Some(&proxy_hosts),
+            ..TinyproxyOptions::default()
+        },
+    );
+    let kubeconfig = kubeconfig_variant(
+        &sim,
+        "czctl-https",
+        &ClusterEdit {
+            server: Some(by_name(&sim)),
+            proxy_url: Some(proxy.url()),
+            ..ClusterEdit::default()
+        },
+    );
+    let hosts = czctl_hosts(&sim, "czctl-hosts", &[("127.255.255.254", KUBESIM_NAME)]);
+    let (ok, report) = czctl_doctor(&sim, &kubeconfig, &hosts, &[]);
+    assert!(ok, "{report}");
+    assert!(
+        api_path_line(&report).contains("through the HTTPS proxy https://"),
+        "{report}"
+    );
+    // Unlike kubectl 1.32 (whose WebSocket dialer cannot use an https:// proxy and falls back
+    // to SPDY), czctl's WebSocket transports go through it too: one connector for everything.
+    let target = format!("{KUBESIM_NAME}:{}", api_port(&sim));
+    czctl_teleports_over_every_transport(&sim, &kubeconfig, &hosts, &[], || {
+        proxy.connects_to(&target)
+    });
+}
+
+#[test]
+fn czctl_follows_https_proxy_and_no_proxy_from_the_environment() {
+    let sim = kubesim_named(&[]);
+    let (proxy_hosts, _) = split_horizon(&sim);
+    let tinyproxy = Tinyproxy::start_with(
+        &sim.dir,
+        &TinyproxyOptions {
+            hosts: Some(&proxy_hosts),
+            ..TinyproxyOptions::default()
+        },
+    );
+    let kubeconfig = kubeconfig_variant(
+        &sim,
+        "czctl-by-name",
+        &ClusterEdit {
+            server: Some(by_name(&sim)),
+            ..ClusterEdit::default()
+        },
+    );
+    let target = format!("{KUBESIM_NAME}:{}", api_port(&sim));
+    let url = tinyproxy.url();
+    // The dead end: only the proxy reaches the API server.
+    let dead_end = czctl_hosts(&sim, "czctl-dead-end", &[("127.255.255.254", KUBESIM_NAME)]);
+    let env = [("HTTPS_PROXY", url.as_str())];
+    let (ok, report) = czctl_doctor(&sim, &kubeconfig, &dead_end, &env);
+    assert!(ok, "{report}");
+    assert!(
+        api_path_line(&report).contains(&format!(
+            "through the HTTP proxy http://127.0.0.1:{} (from HTTPS_PROXY)",
+            tinyproxy.port()
+        )),
+        "{report}"
+    );
+    czctl_teleports_over_every_transport(&sim, &kubeconfig, &dead_end, &env, || {
+        tinyproxy.connects_to(&target)
+    });
+
+    // NO_PROXY names the server: czctl goes direct (the hosts file now leads there) and the
+    // proxy sees nothing more; kubectl agrees.
+    let direct = czctl_hosts(&sim, "czctl-direct", &[("127.0.0.1", KUBESIM_NAME)]);
+    let env = [
+        ("HTTPS_PROXY", url.as_str()),
+        ("NO_PROXY", "other.test,kubesim.test"),
+    ];
+    let before = tinyproxy.connects_to(&target);
+    let (ok, report) = czctl_doctor(&sim, &kubeconfig, &direct, &env);
+    assert!(ok, "{report}");
+    assert!(
+        api_path_line(&report).contains(
+            "direct (NO_PROXY entry \"kubesim.test\" matches, so HTTPS_PROXY is not used)"
+        ),
+        "{report}"
+    );
+    let mut cmd = czctl_cmd(&sim, &direct, &env);
+    cmd.args([
+        "namespace",
+        "teleport",
+        "--foreground",
+        "demo",
+        "--kubeconfig",
+    ])
+    .arg(&kubeconfig);
+    let mut czctl = spawn(cmd);
+    czctl.wait_ready();
+    let (ok, body) = czctl.curl("http://echo.demo:8080/");
+    assert!(ok && pod_of(&body).is_some(), "{body}");
+    czctl.signal(libc::SIGTERM);
+    assert!(czctl.wait_exit(LONG).success());
+    get_pods(
+        &kubeconfig,
+        Client {
+            hosts: Some(&direct),
+            env: &env,
+        },
+    );
+    assert_eq!(
+        tinyproxy.connects_to(&target),
+        before,
+        "{}",
+        tinyproxy.log()
+    );
+
+    // A loopback server never uses HTTPS_PROXY (as kubectl): kubesim's own kubeconfig works
+    // with a proxy variable pointing nowhere.
+    let env = [("HTTPS_PROXY", "http://127.0.0.1:1")];
+    let (ok, report) = czctl_doctor(&sim, &sim.kubeconfig, &direct, &env);
+    assert!(ok, "{report}");
+    assert!(
+        api_path_line(&report)
+            .contains("direct (HTTPS_PROXY is not used for localhost or loopback"),
+        "{report}"
+    );
+}
+
+#[test]
+fn czctl_reaches_a_tunnel_with_tls_server_name_and_names_a_mismatch() {
+    let sim = kubesim_named(&[]);
+    let tunnel = SocatTunnel::start(&sim.dir, api_port(&sim));
+    let hosts = czctl_hosts(&sim, "czctl-hosts", &[("127.0.0.1", "tunnel.test")]);
+    let server = format!("https://tunnel.test:{}", tunnel.port());
+    // The tunnel's own name is not on the certificate: the failure names the name and the fix.
+    let mismatch = kubeconfig_variant(
+        &sim,
+        "czctl-tunnel-no-name",
+        &ClusterEdit {
+            server: Some(server.clone()),
+            ..ClusterEdit::default()
+        },
+    );
+    let (ok, report) = czctl_doctor(&sim, &mismatch, &hosts, &[]);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains(
+            "the server's certificate is not valid for tunnel.test (the host of the server URL)"
+        ) && report.contains("set tls-server-name in the kubeconfig's cluster"),
+        "{report}"
+    );
+    let named = kubeconfig_variant(
+        &sim,
+        "czctl-tunnel",
+        &ClusterEdit {
+            server: Some(server),
+            tls_server_name: Some(KUBESIM_NAME.into()),
+            ..ClusterEdit::default()
+        },
+    );
+    let (ok, report) = czctl_doctor(&sim, &named, &hosts, &[]);
+    assert!(ok, "{report}");
+    assert!(
+        api_path_line(&report).contains(&format!(
+            "direct (no proxy set); TLS name {KUBESIM_NAME} (tls-server-name)"
+        )),
+        "{report}"
+    );
+    czctl_teleports_over_every_transport(&sim, &named, &hosts, &[], || tunnel.accepted());
+    get_pods(
+        &named,
+        Client {
+            hosts: Some(&hosts),
+            env: &[],
+        },
+    );
+}
+
+#[test]
+fn czctl_names_the_proxy_hop_that_failed() {
+    let sim = kubesim(&["demo"], &[]);
+    let tinyproxy = Tinyproxy::start_with(
+        &sim.dir,
+        &TinyproxyOptions {
+            basic_auth: Some(("dev", "s3cret")),
+            ..TinyproxyOptions::default()
+        },
+    );
+    let hosts = czctl_hosts(&sim, "czctl-hosts", &[]);
+    let variant = |name: &str, url: String| {
+        kubeconfig_variant(
+            &sim,
+            name,
+            &ClusterEdit {
+                proxy_url: Some(url),
+                ..ClusterEdit::default()
+            },
+        )
+    };
+    let port = tinyproxy.port();
+    // No credentials: the proxy asks for them; a start fails fast with exit code 3 and says
+    // where they go.
+    let none = variant("czctl-auth-none", format!("http://127.0.0.1:{port}"));
+    let out = czctl_cmd(&sim, &hosts, &[])
+        .args(["namespace", "teleport", "demo", "--kubeconfig"])
+        .arg(&none)
+        .stdin(Stdio::null())
+        .output()
+        .expect("czctl");
+    let text = both(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(&format!(
+            "the HTTP proxy http://127.0.0.1:{port} (from the kubeconfig's proxy-url) asks for \
+             a user name and password"
+        )) && text.contains("http://USER:PASSWORD@HOST:PORT"),
+        "{text}"
+    );
+    // Wrong ones: refused, and the password never appears.
+    let wrong = variant(
+        "czctl-auth-wrong",
+        format!("http://dev:hunter2@127.0.0.1:{port}"),
+    );
+    let (ok, report) = czctl_doctor(&sim, &wrong, &hosts, &[]);
+    assert!(
+        !ok && report.contains("refused the user name and password"),
+        "{report}"
+    );
+    assert!(!report.contains("hunter2"), "{report}");
+    // Right ones: through.
+    let right = variant(
+        "czctl-auth-right",
+        format!("http://dev:s3cret@127.0.0.1:{port}"),
+    );
+    let (ok, report) = czctl_doctor(&sim, &right, &hosts, &[]);
+    assert!(ok, "{report}");
+    assert!(!report.contains("s3cret"), "{report}");
+    // Nothing listens at the proxy's address.
+    let dead = variant("czctl-dead", "socks5://127.0.0.1:1".into());
+    let (ok, report) = czctl_doctor(&sim, &dead, &hosts, &[]);
+    assert!(
+        !ok && report.contains(
+            "cannot connect to the SOCKS5 proxy socks5://127.0.0.1:1 (from the kubeconfig's \
+             proxy-url): connection refused"
+        ),
+        "{report}"
+    );
+    // The proxy cannot reach the API server.
+    let dante = Dante::start(&sim.dir, None);
+    let unreachable = kubeconfig_variant(
+        &sim,
+        "czctl-unreachable",
+        &ClusterEdit {
+            server: Some("https://127.0.0.1:1".into()),
+            proxy_url: Some(dante.url()),
+            ..ClusterEdit::default()
+        },
+    );
+    let (ok, report) = czctl_doctor(&sim, &unreachable, &hosts, &[]);
+    assert!(
+        !ok && report.contains("would not connect to the API server 127.0.0.1:1")
+            && report.contains("the proxy cannot reach the API server"),
+        "{report}"
+    );
+    // A scheme kubectl does not support is refused by name.
+    let socks4 = variant("czctl-socks4", "socks4://127.0.0.1:1080".into());
+    let (ok, report) = czctl_doctor(&sim, &socks4, &hosts, &[]);
+    assert!(
+        !ok && report.contains("proxy scheme \"socks4\""),
+        "{report}"
+    );
 }
