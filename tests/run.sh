@@ -75,6 +75,13 @@ if [ "$tier" = all ] || [ "$tier" = realk8s ]; then
 		--test teleport --test teleport_options --test sessions --test workload \
 		--test doctor --test datapath --test record_store \
 		"$@" -- --test-threads=2 "${skip[@]}"
+	# czctl through real proxies (danted, tinyproxy) and a socat tunnel to the real API server:
+	# the czctl tests of tests/proxies.rs. Left out: the https:// proxy (its certificate is
+	# signed by a CA the test gives kubesim with --ca-cert, a kubesim-only switch), and the
+	# kubectl tests (they read kubesim's port-forward upgrade counts).
+	CZCTL_TEST_SERVER=realk8s cargo test --locked --workspace --test proxies \
+		"$@" -- --test-threads=2 czctl_ \
+		--skip czctl_teleports_through_an_https_proxy_url_even_over_websocket
 	# kubesim's own conformance tests, where they drive only kubectl or kube-rs: on the real
 	# server they show that kubesim answers as it does (a difference fails them here).
 	kubesim_skip=(
