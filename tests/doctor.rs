@@ -217,3 +217,75 @@ fn a_missing_kubeconfig_fails_with_exit_3_and_names_it() {
     assert!(stdout.contains("czctl session close --all"), "{stdout}");
     assert_eq!(hosts_after, stale);
 }
+
+/// `--as` (kubectl's impersonation) is what the API server judges: as the demo namespace's
+/// `default` ServiceAccount, which no role names, every right czctl needs is denied, and the
+/// server's own message names the impersonated user. `--as-group` alone is a usage error, as in
+/// kubectl; the kubeconfig's own `as:` works the same way.
+#[test]
+fn as_impersonates_and_the_rights_checked_are_the_impersonated_users() {
+    let sim = kubesim(&["demo"], &[]);
+    let hosts = hosts_file(&sim, "impersonate");
+    let kubeconfig = sim.kubeconfig.to_string_lossy().into_owned();
+    let hosts_arg = hosts.to_string_lossy().into_owned();
+    let base = [
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        "demo",
+        "--hosts-file",
+        &hosts_arg,
+    ];
+    let sa = "system:serviceaccount:demo:default";
+    let run = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        doctor(&sim.dir, &args)
+    };
+    let admin = run(&[]);
+    let text = String::from_utf8_lossy(&admin.stdout).into_owned();
+    assert!(admin.status.success(), "{text}");
+
+    let out = run(&["--as", sa]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("rights: list services"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("fail") && line.contains("denied in namespace demo"), "{text}");
+
+    let out = run(&["--as-group", "system:masters"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--as <USER>"));
+
+    // The kubeconfig's `as:` (kube-rs sends it as kubectl does).
+    let text = std::fs::read_to_string(&sim.kubeconfig).expect("kubeconfig");
+    let marker = "users:\n- name: ";
+    let at = text.find(marker).expect("a users list") + marker.len();
+    let end = at + text[at..].find('\n').expect("user name line");
+    let user_line_end = text[end + 1..]
+        .find("user:\n")
+        .map(|i| end + 1 + i + "user:\n".len())
+        .expect("the user's entry");
+    let indent = text[user_line_end..]
+        .chars()
+        .take_while(|c| *c == ' ')
+        .count();
+    let with_as = format!(
+        "{}{}as: {sa}\n{}",
+        &text[..user_line_end],
+        " ".repeat(indent),
+        &text[user_line_end..]
+    );
+    let file = sim.dir.join("kubeconfig-as");
+    std::fs::write(&file, with_as).expect("write");
+    let file_arg = file.to_string_lossy().into_owned();
+    let out = doctor(
+        &sim.dir,
+        &["--kubeconfig", &file_arg, "--namespace", "demo", "--hosts-file", &hosts_arg],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("denied in namespace demo"), "{text}");
+}
