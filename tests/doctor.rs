@@ -253,10 +253,18 @@ fn as_impersonates_and_the_rights_checked_are_the_impersonated_users() {
         .lines()
         .find(|l| l.starts_with("rights: list services"))
         .unwrap_or_else(|| panic!("{text}"));
-    assert!(line.contains("fail") && line.contains("denied in namespace demo"), "{text}");
+    assert!(
+        line.contains("fail") && line.contains("denied in namespace demo"),
+        "{text}"
+    );
 
     let out = run(&["--as-group", "system:masters"]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--as <USER>"));
 
     // The kubeconfig's `as:` (kube-rs sends it as kubectl does).
@@ -283,7 +291,14 @@ fn as_impersonates_and_the_rights_checked_are_the_impersonated_users() {
     let file_arg = file.to_string_lossy().into_owned();
     let out = doctor(
         &sim.dir,
-        &["--kubeconfig", &file_arg, "--namespace", "demo", "--hosts-file", &hosts_arg],
+        &[
+            "--kubeconfig",
+            &file_arg,
+            "--namespace",
+            "demo",
+            "--hosts-file",
+            &hosts_arg,
+        ],
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!out.status.success(), "{text}");

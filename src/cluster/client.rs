@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError, LoadDataError};
 use kube::{Client, Config};
 
+pub use super::path::ApiPath;
 use super::path::Connector;
 use super::proxy::Route;
 
@@ -178,32 +179,6 @@ pub struct Connected {
     pub path: ApiPath,
     /// The first hops of that path (TCP and the proxy), for `doctor` to test on their own.
     pub connector: Connector,
-}
-
-/// How connections reach the API server: the route (direct or which proxy) and TLS.
-#[derive(Debug, Clone)]
-pub struct ApiPath {
-    /// Direct, or through which proxy.
-    pub route: Route,
-    /// The name the server's certificate is checked against.
-    pub tls_name: String,
-    /// Whether that name is the kubeconfig's `tls-server-name` (else the server URL's host).
-    pub tls_name_configured: bool,
-    /// `insecure-skip-tls-verify`: the certificate is not checked at all.
-    pub insecure: bool,
-}
-
-impl std::fmt::Display for ApiPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}; ", self.route)?;
-        if self.insecure {
-            f.write_str("TLS certificate NOT checked (insecure-skip-tls-verify)")
-        } else if self.tls_name_configured {
-            write!(f, "TLS name {} (tls-server-name)", self.tls_name)
-        } else {
-            write!(f, "TLS name {} (from the server URL)", self.tls_name)
-        }
-    }
 }
 
 /// The kubeconfig files to read, as kubectl picks them.
@@ -498,10 +473,20 @@ fn build(mut config: Config, route: Route, context: String) -> Result<Connected,
     }
     tracing::info!(server = %server, path = %path, "reaching the API server");
     let connector = Connector::new(path.route.clone(), &config).map_err(ClientError::Build)?;
-    let streams = http_client(&config, &path, connector.clone(), Purpose::Streams)
-        .map_err(ClientError::Build)?;
-    let client = http_client(&config, &path, connector.clone(), Purpose::Requests)
-        .map_err(ClientError::Build)?;
+    let streams = super::stack::http_client(
+        &config,
+        &path,
+        connector.clone(),
+        super::stack::Purpose::Streams,
+    )
+    .map_err(ClientError::Build)?;
+    let client = super::stack::http_client(
+        &config,
+        &path,
+        connector.clone(),
+        super::stack::Purpose::Requests,
+    )
+    .map_err(ClientError::Build)?;
     Ok(Connected {
         client,
         streams,
@@ -510,87 +495,6 @@ fn build(mut config: Config, route: Route, context: String) -> Result<Connected,
         path,
         connector,
     })
-}
-
-/// What a client is for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Purpose {
-    /// API requests and watches: kube's default timeouts and retries.
-    Requests,
-    /// Long-lived upgraded connections (port-forwarding): no read/write timeouts, no retries.
-    Streams,
-}
-
-/// A client like kube's default one over [`Connector`]: same base URL, TLS (kube's rustls
-/// connector, with tls-server-name), credentials (exec plugins included), impersonation and
-/// extra headers. Every TCP connection sets TCP_NODELAY (kube-rs's own builder leaves Nagle's
-/// algorithm on, and an upgraded port-forward connection then holds a small last segment back
-/// until the server's delayed ACK: milliseconds per round trip).
-fn http_client(
-    config: &Config,
-    path: &ApiPath,
-    connector: Connector,
-    purpose: Purpose,
-) -> Result<Client, kube::Error> {
-    use hyper_util::rt::TokioExecutor;
-    use kube::client::retry::RetryPolicy;
-    use kube::client::ConfigExt;
-    use tower::ServiceBuilder;
-
-    let https = api_tls(config, path, connector)?;
-    let service = ServiceBuilder::new()
-        .layer(config.base_uri_layer())
-        .option_layer(
-            (config.default_retry && purpose == Purpose::Requests)
-                .then(|| tower::retry::RetryLayer::new(RetryPolicy::server_retry())),
-        )
-        .option_layer(config.auth_layer()?)
-        .layer(config.extra_headers_layer()?)
-        .map_err(tower::BoxError::from);
-    let client = match purpose {
-        Purpose::Requests => {
-            let mut timed = hyper_timeout::TimeoutConnector::new(https);
-            timed.set_connect_timeout(config.connect_timeout);
-            timed.set_read_timeout(config.read_timeout);
-            timed.set_write_timeout(config.write_timeout);
-            timed.set_reset_reader_on_write(config.reset_reader_on_write);
-            let hyper =
-                hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(timed);
-            Client::new(service.service(hyper), config.default_namespace.clone())
-        }
-        Purpose::Streams => {
-            let hyper =
-                hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
-            Client::new(service.service(hyper), config.default_namespace.clone())
-        }
-    };
-    Ok(client)
-}
-
-/// kube's rustls connector (the API server's TLS) around `connector`, its TLS errors named
-/// with the TLS name checked.
-fn api_tls(
-    config: &Config,
-    path: &ApiPath,
-    connector: Connector,
-) -> Result<
-    impl tower::Service<
-            http::Uri,
-            Response = hyper_rustls::MaybeHttpsStream<super::path::PathIo>,
-            Error = tower::BoxError,
-            Future = impl Send + Unpin,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    kube::Error,
-> {
-    use kube::client::ConfigExt;
-    use tower::ServiceExt as _;
-    let path = path.clone();
-    Ok(config
-        .rustls_https_connector_with_connector(connector)?
-        .map_err(move |e| super::path::classify(e, &path)))
 }
 
 fn default_path() -> PathBuf {

@@ -3,7 +3,7 @@
 //! - [`client`]: kubeconfig resolution and client construction.
 //! - [`proxy`]: which proxy carries the connections to the API server (kubectl's rules, pure).
 //! - [`path`]: the connections themselves: TCP, the proxy's handshake ([`tunnel`]), and which
-//!   hop failed.
+//!   hop failed; `stack`: the kube clients over them.
 //! - [`model`]: Services and EndpointSlices → what czctl forwards (pure).
 //! - [`watch`]: watchers that feed the model.
 //! - [`workload`]: a workload's pod template and a live pod of it (configuration export).
@@ -12,6 +12,7 @@ pub mod client;
 pub mod model;
 pub mod path;
 pub mod proxy;
+mod stack;
 mod tunnel;
 pub mod watch;
 pub mod workload;

@@ -76,6 +76,32 @@ impl Connection for PathIo {
     }
 }
 
+/// How connections reach the API server: the route (direct or which proxy) and TLS.
+#[derive(Debug, Clone)]
+pub struct ApiPath {
+    /// Direct, or through which proxy.
+    pub route: Route,
+    /// The name the server's certificate is checked against.
+    pub tls_name: String,
+    /// Whether that name is the kubeconfig's `tls-server-name` (else the server URL's host).
+    pub tls_name_configured: bool,
+    /// `insecure-skip-tls-verify`: the certificate is not checked at all.
+    pub insecure: bool,
+}
+
+impl std::fmt::Display for ApiPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; ", self.route)?;
+        if self.insecure {
+            f.write_str("TLS certificate NOT checked (insecure-skip-tls-verify)")
+        } else if self.tls_name_configured {
+            write!(f, "TLS name {} (tls-server-name)", self.tls_name)
+        } else {
+            write!(f, "TLS name {} (from the server URL)", self.tls_name)
+        }
+    }
+}
+
 /// A hop of the path that failed, with the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
@@ -381,7 +407,7 @@ impl Service<Uri> for Connector {
 
 /// Wraps an error of the API server's TLS connector: a TLS failure becomes
 /// [`PathError::ApiTls`] naming the TLS name (and the proxy); anything else stays as it is.
-pub fn classify(err: BoxError, path: &super::client::ApiPath) -> BoxError {
+pub fn classify(err: BoxError, path: &ApiPath) -> BoxError {
     if err.downcast_ref::<PathError>().is_some() || !crate::exit::has_tls_error(err.as_ref()) {
         return err;
     }
