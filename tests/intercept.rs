@@ -241,6 +241,57 @@ fn header_requests_reach_the_laptop_and_close_restores_the_service() {
     assert!(other.starts_with("echo-"), "{other}");
 }
 
+/// Through a SOCKS5 proxy (`proxy-url`, real danted): the whole intercept (its setup, the
+/// tunnel's port-forwards to the agent, the routed requests) and a later close from another
+/// process go through the proxy, whose log shows them.
+#[test]
+fn an_intercept_and_its_close_go_through_a_socks5_proxy_url() {
+    use common::proxies::{api_port, kubeconfig_variant, ClusterEdit, Dante};
+    let World {
+        sim,
+        state,
+        before,
+        ip,
+        alice,
+    } = world("socks5", &[]);
+    let dante = Dante::start(&sim.dir, None);
+    let kubeconfig = kubeconfig_variant(
+        &sim,
+        "intercept-socks5",
+        &ClusterEdit {
+            proxy_url: Some(dante.url()),
+            ..ClusterEdit::default()
+        },
+    );
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_czctl"))
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("CZCTL_STATE_DIR", &state)
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run czctl")
+    };
+    let port = api_port(&sim);
+    let mut args = intercept_args("x-dev:alice", alice.port);
+    args.push("--detach".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&args);
+    assert!(out.status.success(), "intercept failed: {}", text(&out));
+    let through_setup = dante.connects_to(port);
+    assert!(through_setup >= 1, "{}", dante.log());
+    for _ in 0..3 {
+        assert_eq!(who_answers(&ip, Some("x-dev: alice")), "alice-laptop");
+    }
+    let closed = run(&["session", "close", "--all"]);
+    assert!(closed.status.success(), "{}", text(&closed));
+    assert!(dante.connects_to(port) > through_setup, "{}", dante.log());
+    assert_eq!(service_state(&sim), before);
+    wait_clean(&sim);
+}
+
 #[test]
 fn two_developers_each_get_their_own_requests() {
     let sim = start_sim(&[]);

@@ -983,6 +983,40 @@ fn czctl_teleports_through_an_http_proxy_url() {
             env: &[],
         },
     );
+
+    // The mission's CI script, every command through the proxy: a background teleport, the
+    // workload's configuration export, a request by name, and the close.
+    let before = tinyproxy.connects_to(&target);
+    let env_file = sim.dir.join("echo.env");
+    let script = format!(
+        "set -e; trap '{czctl} session close --all' EXIT; \
+         {czctl} namespace teleport demo; \
+         {czctl} deployment teleport echo -n demo -f {env}; \
+         curl -sS --max-time 10 http://echo.demo:8080/; echo",
+        czctl = env!("CARGO_BIN_EXE_czctl"),
+        env = env_file.display()
+    );
+    let out = command_with_hosts(Some(&hosts), "sh", &["-c", &script])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KUBECONFIG", &kubeconfig)
+        .env("CZCTL_STATE_DIR", sim.dir.join("czctl-ci-state"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the CI script");
+    let text = both(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| pod_of(l).is_some()),
+        "no echo answer: {text}"
+    );
+    let exported = std::fs::read_to_string(&env_file).expect("the .env file");
+    assert!(exported.contains("ECHO_SERVICE_HOST="), "{exported}");
+    assert!(
+        tinyproxy.connects_to(&target) > before,
+        "{}",
+        tinyproxy.log()
+    );
 }
 
 #[test]
