@@ -198,7 +198,7 @@ fn kubeconfig_files_are_merged_as_kubectl_merges_them() {
     let out = doctor(&sim, "closed-first", Some(&join(&[&closed, &real])), &[]);
     let json = report(&out);
     assert_eq!(out.status.code(), Some(3), "{json}");
-    let detail = check(&json, "api server")["detail"].as_str().unwrap_or("");
+    let detail = check(&json, "api path")["detail"].as_str().unwrap_or("");
     assert!(detail.contains(&closed_api), "{detail}");
 
     // current-context from the first file that sets it.

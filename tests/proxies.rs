@@ -1096,6 +1096,24 @@ fn czctl_follows_https_proxy_and_no_proxy_from_the_environment() {
         tinyproxy.connects_to(&target)
     });
 
+    // A SOCKS5 proxy from the environment (Go reads socks5:// there too).
+    let dante = Dante::start(&sim.dir, Some(&proxy_hosts));
+    let socks = dante.url();
+    let env = [("https_proxy", socks.as_str())];
+    let (ok, report) = czctl_doctor(&sim, &kubeconfig, &dead_end, &env);
+    assert!(ok, "{report}");
+    assert!(
+        api_path_line(&report).contains(&format!(
+            "through the SOCKS5 proxy socks5://127.0.0.1:{} (from https_proxy)",
+            dante.port()
+        )),
+        "{report}"
+    );
+    let port = api_port(&sim);
+    czctl_teleports_over_every_transport(&sim, &kubeconfig, &dead_end, &env, || {
+        dante.connects_to(port)
+    });
+
     // NO_PROXY names the server: czctl goes direct (the hosts file now leads there) and the
     // proxy sees nothing more; kubectl agrees.
     let direct = czctl_hosts(&sim, "czctl-direct", &[("127.0.0.1", KUBESIM_NAME)]);
@@ -1296,4 +1314,46 @@ fn czctl_names_the_proxy_hop_that_failed() {
         !ok && report.contains("proxy scheme \"socks4\""),
         "{report}"
     );
+}
+
+#[test]
+fn czctl_warns_on_every_start_when_the_certificate_is_not_checked() {
+    let sim = kubesim(&["demo"], &[]);
+    let kubeconfig = kubeconfig_variant(
+        &sim,
+        "czctl-insecure",
+        &ClusterEdit {
+            insecure_skip_tls_verify: true,
+            ..ClusterEdit::default()
+        },
+    );
+    let hosts = czctl_hosts(&sim, "czctl-hosts", &[]);
+    let (ok, report) = czctl_doctor(&sim, &kubeconfig, &hosts, &[]);
+    assert!(ok, "a warning is not a failure: {report}");
+    let line = api_path_line(&report);
+    assert!(
+        line.contains("warn")
+            && line.contains("TLS certificate NOT checked (insecure-skip-tls-verify)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("anyone on the network path can read and change the traffic"),
+        "no warning on stderr: {report}"
+    );
+    let mut cmd = czctl_cmd(&sim, &hosts, &[]);
+    cmd.args([
+        "namespace",
+        "teleport",
+        "--foreground",
+        "demo",
+        "--kubeconfig",
+    ])
+    .arg(&kubeconfig);
+    let mut czctl = spawn(cmd);
+    czctl.wait_stderr("insecure-skip-tls-verify", LONG);
+    czctl.wait_ready();
+    let (ok, body) = czctl.curl("http://echo.demo:8080/");
+    assert!(ok && pod_of(&body).is_some(), "{body}");
+    czctl.signal(libc::SIGTERM);
+    assert!(czctl.wait_exit(LONG).success());
 }

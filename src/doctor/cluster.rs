@@ -114,8 +114,9 @@ async fn path_check(connected: &client::Connected) -> Check {
                 Some(hop) => (hop.to_string(), hop.fix()),
                 None => (
                     format!(
-                        "cannot connect to the API server: {}",
-                        crate::exit::chain(&*e)
+                        "cannot connect to the API server at {}: {}",
+                        connected.server.trim_end_matches('/'),
+                        crate::cluster::path::connect_cause(&*e)
                     ),
                     REACH_FIX,
                 ),
