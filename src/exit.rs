@@ -380,21 +380,9 @@ fn connection_cause(err: &kube::Error, server: Option<&str>) -> (String, &'stati
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return (tls_cause(tls, host.as_deref()), TLS);
         }
-        let Some(io) = e.downcast_ref::<std::io::Error>() else {
-            continue;
-        };
-        let cause = match io.kind() {
-            std::io::ErrorKind::ConnectionRefused => {
-                "connection refused: nothing listens at that address and port".to_string()
-            }
-            std::io::ErrorKind::TimedOut => "the connection timed out".to_string(),
-            std::io::ErrorKind::ConnectionReset => "the server reset the connection".to_string(),
-            std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
-                io.to_string()
-            }
-            _ => continue,
-        };
-        return (cause, ADDRESS);
+        if let Some(cause) = e.downcast_ref::<std::io::Error>().and_then(io_cause) {
+            return (cause, ADDRESS);
+        }
     }
     let text = chain(err);
     if let Some(at) = text.find("dns error: ") {
@@ -411,6 +399,30 @@ fn connection_cause(err: &kube::Error, server: Option<&str>) -> (String, &'stati
         .trim_start_matches("client error (Connect): ")
         .to_string();
     (text, ADDRESS)
+}
+
+/// A failed connection's I/O error for people, when its kind says something plain.
+fn io_cause(io: &std::io::Error) -> Option<String> {
+    Some(match io.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: nothing listens at that address and port".to_string()
+        }
+        std::io::ErrorKind::TimedOut => "the connection timed out".to_string(),
+        std::io::ErrorKind::ConnectionReset => "the server reset the connection".to_string(),
+        std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
+            io.to_string()
+        }
+        _ => return None,
+    })
+}
+
+/// Why a connection failed, for people: the plain cause of the I/O error in `err`'s chain
+/// (connection refused, timed out…), else the whole chain.
+pub fn connect_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    causes(err)
+        .into_iter()
+        .find_map(|e| e.downcast_ref::<std::io::Error>().and_then(io_cause))
+        .unwrap_or_else(|| chain(err))
 }
 
 /// `err` and its causes, looking inside I/O errors too (their `source` skips the error they

@@ -309,25 +309,18 @@ fn a_0640_hosts_file_ending_in_a_bare_cr_keeps_both() {
 /// exist, in a private mount namespace where /dev/null is a mount point (so nothing, even a
 /// broken czctl, could replace the machine's /dev/null); returns (exit code, stderr).
 fn teleport_refused(file: &Path, foreground: bool) -> (Option<i32>, String) {
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        "mount --bind /dev/null /dev/null && exec \"$@\"",
-        "sh",
-    ])
-    .arg(env!("CARGO_BIN_EXE_czctl"))
-    .args(["namespace", "teleport", "demo", "--kubeconfig"])
-    .arg(file.with_file_name("no-such-kubeconfig"))
-    .arg("--hosts-file")
-    .arg(file)
-    .env(
-        "CZCTL_STATE_DIR",
-        std::env::temp_dir().join(format!("czctl-refused-{}", std::process::id())),
+    let mut cmd = command_with_files(
+        &[(Path::new("/dev/null"), "/dev/null")],
+        env!("CARGO_BIN_EXE_czctl"),
+        &["namespace", "teleport", "demo", "--kubeconfig"],
     );
+    cmd.arg(file.with_file_name("no-such-kubeconfig"))
+        .arg("--hosts-file")
+        .arg(file)
+        .env(
+            "CZCTL_STATE_DIR",
+            std::env::temp_dir().join(format!("czctl-refused-{}", std::process::id())),
+        );
     if foreground {
         cmd.arg("--foreground");
     }

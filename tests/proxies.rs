@@ -109,6 +109,20 @@ fn by_name(sim: &KubeSim) -> String {
     format!("https://{KUBESIM_NAME}:{}", api_port(sim))
 }
 
+/// kubesim's kubeconfig as `NAME`, the server by name (`https://kubesim.test:PORT`) through
+/// the proxy at `proxy_url`.
+fn by_name_via(sim: &KubeSim, name: &str, proxy_url: String) -> PathBuf {
+    kubeconfig_variant(
+        sim,
+        name,
+        &ClusterEdit {
+            server: Some(by_name(sim)),
+            proxy_url: Some(proxy_url),
+            ..ClusterEdit::default()
+        },
+    )
+}
+
 /// The proxy's hosts file (`kubesim.test` is 127.0.0.1) and the client's (`kubesim.test` is
 /// 127.255.255.254, where nothing listens), in `sim.dir`.
 fn split_horizon(sim: &KubeSim) -> (PathBuf, PathBuf) {
@@ -320,15 +334,7 @@ fn kubectl_port_forwards_through_a_socks5_proxy_url() {
     let sim = kubesim_named(&[]);
     let (proxy_hosts, client_hosts) = split_horizon(&sim);
     let dante = Dante::start(&sim.dir, Some(&proxy_hosts));
-    let kubeconfig = kubeconfig_variant(
-        &sim,
-        "socks5-by-name",
-        &ClusterEdit {
-            server: Some(by_name(&sim)),
-            proxy_url: Some(dante.url()),
-            ..ClusterEdit::default()
-        },
-    );
+    let kubeconfig = by_name_via(&sim, "socks5-by-name", dante.url());
     let client = Client {
         hosts: Some(&client_hosts),
         env: &[],
@@ -425,15 +431,7 @@ fn kubectl_port_forwards_through_an_http_proxy_url() {
             ..TinyproxyOptions::default()
         },
     );
-    let kubeconfig = kubeconfig_variant(
-        &sim,
-        "http-by-name",
-        &ClusterEdit {
-            server: Some(by_name(&sim)),
-            proxy_url: Some(proxy.url()),
-            ..ClusterEdit::default()
-        },
-    );
+    let kubeconfig = by_name_via(&sim, "http-by-name", proxy.url());
     let client = Client {
         hosts: Some(&client_hosts),
         env: &[],
@@ -500,15 +498,7 @@ fn kubectl_through_an_https_proxy_url_verified_with_the_kubeconfig_ca() {
             ..TinyproxyOptions::default()
         },
     );
-    let kubeconfig = kubeconfig_variant(
-        &sim,
-        "https-by-name",
-        &ClusterEdit {
-            server: Some(by_name(&sim)),
-            proxy_url: Some(proxy.url()),
-            ..ClusterEdit::default()
-        },
-    );
+    let kubeconfig = by_name_via(&sim, "https-by-name", proxy.url());
     let client = Client {
         hosts: Some(&client_hosts),
         env: &[],
@@ -818,6 +808,21 @@ fn czctl_cmd(sim: &KubeSim, hosts: &Path, env: &[(&str, &str)]) -> std::process:
     cmd
 }
 
+/// `czctl namespace teleport --foreground demo --kubeconfig KUBECONFIG`, started as
+/// [`czctl_cmd`] says.
+fn teleport_demo(sim: &KubeSim, hosts: &Path, env: &[(&str, &str)], kubeconfig: &Path) -> Czctl {
+    let mut cmd = czctl_cmd(sim, hosts, env);
+    cmd.args([
+        "namespace",
+        "teleport",
+        "--foreground",
+        "demo",
+        "--kubeconfig",
+    ])
+    .arg(kubeconfig);
+    spawn(cmd)
+}
+
 /// A czctl hosts file: the test's original lines plus `entries` (czctl adds its block).
 fn czctl_hosts(sim: &KubeSim, name: &str, entries: &[(&str, &str)]) -> PathBuf {
     let path = hosts_with(&sim.dir, name, entries);
@@ -841,6 +846,24 @@ fn czctl_doctor(
         .output()
         .expect("run czctl doctor");
     (out.status.success(), both(&out))
+}
+
+/// czctl's hosts file where `kubesim.test` is the dead end 127.255.255.254.
+fn dead_end_hosts(sim: &KubeSim) -> PathBuf {
+    czctl_hosts(sim, "czctl-dead-end", &[("127.255.255.254", KUBESIM_NAME)])
+}
+
+/// `czctl doctor` passes, and its `api path` line contains `want`.
+fn assert_api_path(
+    sim: &KubeSim,
+    kubeconfig: &Path,
+    hosts: &Path,
+    env: &[(&str, &str)],
+    want: &str,
+) {
+    let (ok, report) = czctl_doctor(sim, kubeconfig, hosts, env);
+    assert!(ok, "{report}");
+    assert!(api_path_line(&report).contains(want), "{report}");
 }
 
 /// The `api path` line of a doctor report.
@@ -870,16 +893,7 @@ fn czctl_teleports_over_every_transport(
         let upgraded = if counted { upgrades(sim, kind) } else { 0 };
         let mut vars = env.to_vec();
         vars.push(("CZCTL_PORTFORWARD", protocol));
-        let mut cmd = czctl_cmd(sim, hosts, &vars);
-        cmd.args([
-            "namespace",
-            "teleport",
-            "--foreground",
-            "demo",
-            "--kubeconfig",
-        ])
-        .arg(kubeconfig);
-        let mut czctl = spawn(cmd);
+        let mut czctl = teleport_demo(sim, hosts, &vars, kubeconfig);
         czctl.wait_ready();
         let (ok, body) = czctl.curl("http://echo.demo:8080/");
         assert!(ok, "{protocol}: {body}");
@@ -907,26 +921,19 @@ fn czctl_teleports_through_a_socks5_proxy_url() {
     let sim = kubesim_named(&[]);
     let (proxy_hosts, client_hosts) = split_horizon(&sim);
     let dante = Dante::start(&sim.dir, Some(&proxy_hosts));
-    let kubeconfig = kubeconfig_variant(
-        &sim,
-        "czctl-socks5",
-        &ClusterEdit {
-            server: Some(by_name(&sim)),
-            proxy_url: Some(dante.url()),
-            ..ClusterEdit::default()
-        },
-    );
+    let kubeconfig = by_name_via(&sim, "czctl-socks5", dante.url());
     assert_direct_path_is_closed(&sim, &client_hosts);
-    let hosts = czctl_hosts(&sim, "czctl-hosts", &[("127.255.255.254", KUBESIM_NAME)]);
-    let (ok, report) = czctl_doctor(&sim, &kubeconfig, &hosts, &[]);
-    assert!(ok, "{report}");
-    assert!(
-        api_path_line(&report).contains(&format!(
+    let hosts = dead_end_hosts(&sim);
+    assert_api_path(
+        &sim,
+        &kubeconfig,
+        &hosts,
+        &[],
+        &format!(
             "through the SOCKS5 proxy socks5://127.0.0.1:{} (from the kubeconfig's proxy-url); \
              TLS name {KUBESIM_NAME} (from the server URL)",
             dante.port()
-        )),
-        "{report}"
+        ),
     );
     let port = api_port(&sim);
     czctl_teleports_over_every_transport(&sim, &kubeconfig, &hosts, &[], || {
@@ -953,24 +960,17 @@ fn czctl_teleports_through_an_http_proxy_url() {
             ..TinyproxyOptions::default()
         },
     );
-    let kubeconfig = kubeconfig_variant(
+    let kubeconfig = by_name_via(&sim, "czctl-http", tinyproxy.url());
+    let hosts = dead_end_hosts(&sim);
+    assert_api_path(
         &sim,
-        "czctl-http",
-        &ClusterEdit {
-            server: Some(by_name(&sim)),
-            proxy_url: Some(tinyproxy.url()),
-            ..ClusterEdit::default()
-        },
-    );
-    let hosts = czctl_hosts(&sim, "czctl-hosts", &[("127.255.255.254", KUBESIM_NAME)]);
-    let (ok, report) = czctl_doctor(&sim, &kubeconfig, &hosts, &[]);
-    assert!(ok, "{report}");
-    assert!(
-        api_path_line(&report).contains(&format!(
+        &kubeconfig,
+        &hosts,
+        &[],
+        &format!(
             "through the HTTP proxy http://127.0.0.1:{} (from the kubeconfig's proxy-url)",
             tinyproxy.port()
-        )),
-        "{report}"
+        ),
     );
     let target = format!("{KUBESIM_NAME}:{}", api_port(&sim));
     czctl_teleports_over_every_transport(&sim, &kubeconfig, &hosts, &[], || {
@@ -1035,21 +1035,14 @@ fn czctl_teleports_through_an_https_proxy_url_even_over_websocket() {
             ..TinyproxyOptions::default()
         },
     );
-    let kubeconfig = kubeconfig_variant(
+    let kubeconfig = by_name_via(&sim, "czctl-https", proxy.url());
+    let hosts = dead_end_hosts(&sim);
+    assert_api_path(
         &sim,
-        "czctl-https",
-        &ClusterEdit {
-            server: Some(by_name(&sim)),
-            proxy_url: Some(proxy.url()),
-            ..ClusterEdit::default()
-        },
-    );
-    let hosts = czctl_hosts(&sim, "czctl-hosts", &[("127.255.255.254", KUBESIM_NAME)]);
-    let (ok, report) = czctl_doctor(&sim, &kubeconfig, &hosts, &[]);
-    assert!(ok, "{report}");
-    assert!(
-        api_path_line(&report).contains("through the HTTPS proxy https://"),
-        "{report}"
+        &kubeconfig,
+        &hosts,
+        &[],
+        "through the HTTPS proxy https://",
     );
     // Unlike kubectl 1.32 (whose WebSocket dialer cannot use an https:// proxy and falls back
     // to SPDY), czctl's WebSocket transports go through it too: one connector for everything.
@@ -1081,16 +1074,17 @@ fn czctl_follows_https_proxy_and_no_proxy_from_the_environment() {
     let target = format!("{KUBESIM_NAME}:{}", api_port(&sim));
     let url = tinyproxy.url();
     // The dead end: only the proxy reaches the API server.
-    let dead_end = czctl_hosts(&sim, "czctl-dead-end", &[("127.255.255.254", KUBESIM_NAME)]);
+    let dead_end = dead_end_hosts(&sim);
     let env = [("HTTPS_PROXY", url.as_str())];
-    let (ok, report) = czctl_doctor(&sim, &kubeconfig, &dead_end, &env);
-    assert!(ok, "{report}");
-    assert!(
-        api_path_line(&report).contains(&format!(
+    assert_api_path(
+        &sim,
+        &kubeconfig,
+        &dead_end,
+        &env,
+        &format!(
             "through the HTTP proxy http://127.0.0.1:{} (from HTTPS_PROXY)",
             tinyproxy.port()
-        )),
-        "{report}"
+        ),
     );
     czctl_teleports_over_every_transport(&sim, &kubeconfig, &dead_end, &env, || {
         tinyproxy.connects_to(&target)
@@ -1100,14 +1094,15 @@ fn czctl_follows_https_proxy_and_no_proxy_from_the_environment() {
     let dante = Dante::start(&sim.dir, Some(&proxy_hosts));
     let socks = dante.url();
     let env = [("https_proxy", socks.as_str())];
-    let (ok, report) = czctl_doctor(&sim, &kubeconfig, &dead_end, &env);
-    assert!(ok, "{report}");
-    assert!(
-        api_path_line(&report).contains(&format!(
+    assert_api_path(
+        &sim,
+        &kubeconfig,
+        &dead_end,
+        &env,
+        &format!(
             "through the SOCKS5 proxy socks5://127.0.0.1:{} (from https_proxy)",
             dante.port()
-        )),
-        "{report}"
+        ),
     );
     let port = api_port(&sim);
     czctl_teleports_over_every_transport(&sim, &kubeconfig, &dead_end, &env, || {
@@ -1122,24 +1117,14 @@ fn czctl_follows_https_proxy_and_no_proxy_from_the_environment() {
         ("NO_PROXY", "other.test,kubesim.test"),
     ];
     let before = tinyproxy.connects_to(&target);
-    let (ok, report) = czctl_doctor(&sim, &kubeconfig, &direct, &env);
-    assert!(ok, "{report}");
-    assert!(
-        api_path_line(&report).contains(
-            "direct (NO_PROXY entry \"kubesim.test\" matches, so HTTPS_PROXY is not used)"
-        ),
-        "{report}"
+    assert_api_path(
+        &sim,
+        &kubeconfig,
+        &direct,
+        &env,
+        "direct (NO_PROXY entry \"kubesim.test\" matches, so HTTPS_PROXY is not used)",
     );
-    let mut cmd = czctl_cmd(&sim, &direct, &env);
-    cmd.args([
-        "namespace",
-        "teleport",
-        "--foreground",
-        "demo",
-        "--kubeconfig",
-    ])
-    .arg(&kubeconfig);
-    let mut czctl = spawn(cmd);
+    let mut czctl = teleport_demo(&sim, &direct, &env, &kubeconfig);
     czctl.wait_ready();
     let (ok, body) = czctl.curl("http://echo.demo:8080/");
     assert!(ok && pod_of(&body).is_some(), "{body}");
@@ -1162,12 +1147,12 @@ fn czctl_follows_https_proxy_and_no_proxy_from_the_environment() {
     // A loopback server never uses HTTPS_PROXY (as kubectl): kubesim's own kubeconfig works
     // with a proxy variable pointing nowhere.
     let env = [("HTTPS_PROXY", "http://127.0.0.1:1")];
-    let (ok, report) = czctl_doctor(&sim, &sim.kubeconfig, &direct, &env);
-    assert!(ok, "{report}");
-    assert!(
-        api_path_line(&report)
-            .contains("direct (HTTPS_PROXY is not used for localhost or loopback"),
-        "{report}"
+    assert_api_path(
+        &sim,
+        &sim.kubeconfig,
+        &direct,
+        &env,
+        "direct (HTTPS_PROXY is not used for localhost or loopback",
     );
 }
 
@@ -1203,13 +1188,12 @@ fn czctl_reaches_a_tunnel_with_tls_server_name_and_names_a_mismatch() {
             ..ClusterEdit::default()
         },
     );
-    let (ok, report) = czctl_doctor(&sim, &named, &hosts, &[]);
-    assert!(ok, "{report}");
-    assert!(
-        api_path_line(&report).contains(&format!(
-            "direct (no proxy set); TLS name {KUBESIM_NAME} (tls-server-name)"
-        )),
-        "{report}"
+    assert_api_path(
+        &sim,
+        &named,
+        &hosts,
+        &[],
+        &format!("direct (no proxy set); TLS name {KUBESIM_NAME} (tls-server-name)"),
     );
     czctl_teleports_over_every_transport(&sim, &named, &hosts, &[], || tunnel.accepted());
     get_pods(
@@ -1340,16 +1324,7 @@ fn czctl_warns_on_every_start_when_the_certificate_is_not_checked() {
         report.contains("anyone on the network path can read and change the traffic"),
         "no warning on stderr: {report}"
     );
-    let mut cmd = czctl_cmd(&sim, &hosts, &[]);
-    cmd.args([
-        "namespace",
-        "teleport",
-        "--foreground",
-        "demo",
-        "--kubeconfig",
-    ])
-    .arg(&kubeconfig);
-    let mut czctl = spawn(cmd);
+    let mut czctl = teleport_demo(&sim, &hosts, &[], &kubeconfig);
     czctl.wait_stderr("insecure-skip-tls-verify", LONG);
     czctl.wait_ready();
     let (ok, body) = czctl.curl("http://echo.demo:8080/");

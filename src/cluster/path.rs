@@ -17,7 +17,6 @@ use std::time::Duration;
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::TokioIo;
 use tower::{BoxError, Service};
 
 use super::proxy::{Proxy, Route, Scheme};
@@ -106,7 +105,7 @@ impl std::fmt::Display for ApiPath {
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
     /// No TCP connection to the proxy.
-    #[error("cannot connect to the {what}: {}", connect_cause(source.as_ref()))]
+    #[error("cannot connect to the {what}: {}", crate::exit::connect_cause(source.as_ref()))]
     ProxyUnreachable {
         /// The proxy, as named in messages.
         what: String,
@@ -260,7 +259,7 @@ impl Connector {
         };
         let what = what(&proxy);
         let limit = self.timeout;
-        let work = self.through(proxy, dst);
+        let work = self.through(proxy, what.clone(), dst);
         match limit {
             Some(limit) => match tokio::time::timeout(limit, work).await {
                 Ok(result) => result,
@@ -274,8 +273,7 @@ impl Connector {
         }
     }
 
-    async fn through(&mut self, proxy: Proxy, dst: Uri) -> Result<PathIo, BoxError> {
-        let what = what(&proxy);
+    async fn through(&mut self, proxy: Proxy, what: String, dst: Uri) -> Result<PathIo, BoxError> {
         let host = dst
             .host()
             .unwrap_or_default()
@@ -363,24 +361,6 @@ fn api_tls_text(
     }
 }
 
-/// Why a TCP connection failed, for people.
-pub fn connect_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => {
-                    return "connection refused (nothing listens at that address and port)".into()
-                }
-                std::io::ErrorKind::TimedOut => return "the connection timed out".into(),
-                _ => {}
-            }
-        }
-        next = e.source();
-    }
-    crate::exit::chain(err)
-}
-
 /// `SOCKS5 proxy socks5://h:p (from …)`.
 pub fn what(proxy: &Proxy) -> String {
     format!(
@@ -423,12 +403,4 @@ pub fn classify(err: BoxError, path: &ApiPath) -> BoxError {
         source: err,
     }
     .into()
-}
-
-/// Keeps a `TokioIo` usable where hyper IO is wanted (for the SOCKS5 stream).
-pub fn hyper_io<T>(io: T) -> Box<dyn HyperIo>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    Box::new(TokioIo::new(io))
 }

@@ -9,7 +9,9 @@ use http::{Method, Request, StatusCode};
 use kube::client::Body;
 use tokio::net::TcpStream;
 
-use super::path::{hyper_io, HyperIo, PathError};
+use hyper_util::rt::TokioIo;
+
+use super::path::{HyperIo, PathError};
 use super::proxy::Proxy;
 
 /// The SOCKS5 handshake on `tcp` (connected to `proxy`) for `host:port`.
@@ -62,7 +64,7 @@ pub async fn socks5(
             },
         }
     })?;
-    Ok(hyper_io(stream.into_inner()))
+    Ok(Box::new(TokioIo::new(stream.into_inner())))
 }
 
 /// `CONNECT target` on `io` (connected to `proxy`, in TLS for an HTTPS proxy).

@@ -116,7 +116,7 @@ async fn path_check(connected: &client::Connected) -> Check {
                     format!(
                         "cannot connect to the API server at {}: {}",
                         connected.server.trim_end_matches('/'),
-                        crate::cluster::path::connect_cause(&*e)
+                        crate::exit::connect_cause(&*e)
                     ),
                     REACH_FIX,
                 ),

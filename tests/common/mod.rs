@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -103,6 +104,37 @@ pub struct Czctl {
 /// `unshare` that bind-mounts `hosts` over /etc/hosts in a new mount namespace and then
 /// execs `wrapper...` followed by the czctl binary; append czctl's arguments.
 pub fn namespaced_czctl(hosts: &Path, wrapper: &[&str]) -> Command {
+    let czctl = env!("CARGO_BIN_EXE_czctl");
+    let hosts = [(hosts, "/etc/hosts")];
+    match wrapper.split_first() {
+        None => command_with_files(&hosts, czctl, &[]),
+        Some((program, rest)) => {
+            let mut args = rest.to_vec();
+            args.push(czctl);
+            command_with_files(&hosts, program, &args)
+        }
+    }
+}
+
+/// `program` with `args`, in a private mount namespace where each `(file, target)` of `files`
+/// is bind-mounted over `target` (e.g. `/etc/hosts`); without files, as it is. The namespace
+/// is made by `unshare --mount`, whose shell execs the program: the child's pid is the
+/// program's.
+pub fn command_with_files(files: &[(&Path, &str)], program: &str, args: &[&str]) -> Command {
+    if files.is_empty() {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        return cmd;
+    }
+    let mut script = String::new();
+    for (i, (_, target)) in files.iter().enumerate() {
+        assert!(
+            !target.contains('\''),
+            "a bind-mount target with a quote: {target}"
+        );
+        let _ = write!(script, "mount --bind \"${}\" '{target}' && ", i + 1);
+    }
+    let _ = write!(script, "shift {} && exec \"$@\"", files.len());
     let mut cmd = Command::new("unshare");
     cmd.args([
         "--mount",
@@ -110,11 +142,13 @@ pub fn namespaced_czctl(hosts: &Path, wrapper: &[&str]) -> Command {
         "private",
         "sh",
         "-c",
-        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
-    ])
-    .arg(hosts)
-    .args(wrapper)
-    .arg(env!("CARGO_BIN_EXE_czctl"));
+        &script,
+        "sh",
+    ]);
+    for (file, _) in files {
+        cmd.arg(file);
+    }
+    cmd.arg(program).args(args);
     cmd
 }
 

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::KubeSim;
+use super::{command_with_files, KubeSim};
 
 /// How long a proxy program may take to listen.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,42 +36,6 @@ pub fn command_with_hosts(hosts: Option<&Path>, program: &str, args: &[&str]) ->
         Some(hosts) => command_with_files(&[(hosts, "/etc/hosts")], program, args),
         None => command_with_files(&[], program, args),
     }
-}
-
-/// `program` with `args`, in a private mount namespace where each `(file, target)` of `files`
-/// is bind-mounted over `target` (e.g. `/etc/hosts`); without files, as it is. The namespace
-/// is made by `unshare --mount`, whose shell execs the program: the child's pid is the
-/// program's.
-pub fn command_with_files(files: &[(&Path, &str)], program: &str, args: &[&str]) -> Command {
-    if files.is_empty() {
-        let mut cmd = Command::new(program);
-        cmd.args(args);
-        return cmd;
-    }
-    let mut script = String::new();
-    for (i, (_, target)) in files.iter().enumerate() {
-        assert!(
-            !target.contains('\''),
-            "a bind-mount target with a quote: {target}"
-        );
-        let _ = write!(script, "mount --bind \"${}\" '{target}' && ", i + 1);
-    }
-    let _ = write!(script, "shift {} && exec \"$@\"", files.len());
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-        "sh",
-    ]);
-    for (file, _) in files {
-        cmd.arg(file);
-    }
-    cmd.arg(program).args(args);
-    cmd
 }
 
 /// Writes a hosts file `dir/NAME` with localhost and `entries` (address, names).
