@@ -287,7 +287,12 @@ fn an_intercept_and_its_close_go_through_a_socks5_proxy_url() {
     }
     let closed = run(&["session", "close", "--all"]);
     assert!(closed.status.success(), "{}", text(&closed));
-    assert!(dante.connects_to(port) > through_setup, "{}", dante.log());
+    // danted's children write their log lines on their own time: wait for the close's.
+    eventually(
+        "the proxy's log of the close's connections",
+        Duration::from_secs(20),
+        || (dante.connects_to(port) > through_setup).then_some(()),
+    );
     assert_eq!(service_state(&sim), before);
     wait_clean(&sim);
 }
